@@ -1,0 +1,331 @@
+//! The model configuration: the seed's parameters plus the choices users expect.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigError, Result};
+
+/// How token positions enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionalEncoding {
+    /// Fixed sine/cosine table (Vaswani et al.), as the seed.
+    #[default]
+    Sinusoidal,
+    /// A learned embedding per position, as BERT.
+    Learned,
+}
+
+/// How the classification head summarises the encoder output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Mean over the real (non-padding) tokens.
+    #[default]
+    Mean,
+    /// The first token's vector (`[CLS]` style).
+    First,
+    /// Element-wise maximum over the real tokens.
+    Max,
+}
+
+/// The feed-forward activation of the encoder layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// ReLU, PyTorch's `TransformerEncoderLayer` default.
+    #[default]
+    Relu,
+    /// GELU (exact, erf-based), as BERT.
+    Gelu,
+}
+
+/// Where layer normalisation sits in each encoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NormPosition {
+    /// After each residual sum (PyTorch's default, `norm_first=False`).
+    #[default]
+    Post,
+    /// Before each sub-layer (`norm_first=True`); adds a final LayerNorm.
+    Pre,
+}
+
+/// Configuration of a [`MultitaskTransformer`](crate::MultitaskTransformer).
+///
+/// The first nine fields are the seed's constructor arguments with its defaults; the rest are
+/// choices with defaults that reproduce the seed (and `torch.nn.TransformerEncoder`).
+/// Saved as JSON beside every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultitaskConfig {
+    /// Number of token ids.
+    pub vocab_size: usize,
+    /// Number of sentence classes.
+    pub num_classes: usize,
+    /// Number of NER (BIO) tags.
+    pub num_ner_tags: usize,
+    /// Width of the embeddings and of every encoder layer.
+    #[serde(default = "defaults::d_model")]
+    pub d_model: usize,
+    /// Number of attention heads; must divide `d_model`.
+    #[serde(default = "defaults::nhead")]
+    pub nhead: usize,
+    /// Number of encoder layers.
+    #[serde(default = "defaults::num_encoder_layers")]
+    pub num_encoder_layers: usize,
+    /// Width of the feed-forward sub-layer.
+    #[serde(default = "defaults::dim_feedforward")]
+    pub dim_feedforward: usize,
+    /// Dropout probability, in `[0, 1)`.
+    #[serde(default = "defaults::dropout")]
+    pub dropout: f64,
+    /// Longest sequence the model accepts (size of the position table).
+    #[serde(default = "defaults::max_seq_length")]
+    pub max_seq_length: usize,
+    /// Sinusoidal (seed) or learned positions.
+    #[serde(default)]
+    pub positional_encoding: PositionalEncoding,
+    /// Pooling for the classification head.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Feed-forward activation.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Post-norm (seed) or pre-norm layers.
+    #[serde(default)]
+    pub norm: NormPosition,
+    /// Id of the padding token (its embedding row is zero at init, like `padding_idx`).
+    #[serde(default)]
+    pub pad_token_id: usize,
+    /// Epsilon of every LayerNorm.
+    #[serde(default = "defaults::layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// Multiply token embeddings by `sqrt(d_model)` before adding positions (seed: yes).
+    #[serde(default = "defaults::scale_embedding")]
+    pub scale_embedding: bool,
+}
+
+mod defaults {
+    pub fn d_model() -> usize {
+        512
+    }
+    pub fn nhead() -> usize {
+        8
+    }
+    pub fn num_encoder_layers() -> usize {
+        6
+    }
+    pub fn dim_feedforward() -> usize {
+        2048
+    }
+    pub fn dropout() -> f64 {
+        0.1
+    }
+    pub fn max_seq_length() -> usize {
+        512
+    }
+    pub fn layer_norm_eps() -> f64 {
+        1e-5
+    }
+    pub fn scale_embedding() -> bool {
+        true
+    }
+}
+
+impl MultitaskConfig {
+    /// A configuration with the seed's defaults for everything but the three sizes.
+    pub fn new(vocab_size: usize, num_classes: usize, num_ner_tags: usize) -> Self {
+        Self {
+            vocab_size,
+            num_classes,
+            num_ner_tags,
+            d_model: defaults::d_model(),
+            nhead: defaults::nhead(),
+            num_encoder_layers: defaults::num_encoder_layers(),
+            dim_feedforward: defaults::dim_feedforward(),
+            dropout: defaults::dropout(),
+            max_seq_length: defaults::max_seq_length(),
+            positional_encoding: PositionalEncoding::default(),
+            pooling: Pooling::default(),
+            activation: Activation::default(),
+            norm: NormPosition::default(),
+            pad_token_id: 0,
+            layer_norm_eps: defaults::layer_norm_eps(),
+            scale_embedding: defaults::scale_embedding(),
+        }
+    }
+
+    /// Sets `d_model`.
+    pub fn with_d_model(mut self, d_model: usize) -> Self {
+        self.d_model = d_model;
+        self
+    }
+    /// Sets `nhead`.
+    pub fn with_nhead(mut self, nhead: usize) -> Self {
+        self.nhead = nhead;
+        self
+    }
+    /// Sets `num_encoder_layers`.
+    pub fn with_num_encoder_layers(mut self, n: usize) -> Self {
+        self.num_encoder_layers = n;
+        self
+    }
+    /// Sets `dim_feedforward`.
+    pub fn with_dim_feedforward(mut self, n: usize) -> Self {
+        self.dim_feedforward = n;
+        self
+    }
+    /// Sets `dropout`.
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+    /// Sets `max_seq_length`.
+    pub fn with_max_seq_length(mut self, n: usize) -> Self {
+        self.max_seq_length = n;
+        self
+    }
+    /// Sets the positional encoding.
+    pub fn with_positional_encoding(mut self, p: PositionalEncoding) -> Self {
+        self.positional_encoding = p;
+        self
+    }
+    /// Sets the pooling of the classification head.
+    pub fn with_pooling(mut self, p: Pooling) -> Self {
+        self.pooling = p;
+        self
+    }
+    /// Sets the feed-forward activation.
+    pub fn with_activation(mut self, a: Activation) -> Self {
+        self.activation = a;
+        self
+    }
+    /// Sets pre- or post-norm.
+    pub fn with_norm(mut self, n: NormPosition) -> Self {
+        self.norm = n;
+        self
+    }
+    /// Sets the padding token id.
+    pub fn with_pad_token_id(mut self, id: usize) -> Self {
+        self.pad_token_id = id;
+        self
+    }
+
+    /// Checks the configuration before anything is built.
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("num_classes", self.num_classes),
+            ("num_ner_tags", self.num_ner_tags),
+            ("d_model", self.d_model),
+            ("nhead", self.nhead),
+            ("num_encoder_layers", self.num_encoder_layers),
+            ("dim_feedforward", self.dim_feedforward),
+            ("max_seq_length", self.max_seq_length),
+        ];
+        for (field, value) in sizes {
+            if value == 0 {
+                return Err(ConfigError::Zero { field }.into());
+            }
+        }
+        if self.d_model % self.nhead != 0 {
+            return Err(ConfigError::HeadsDoNotDivide {
+                d_model: self.d_model,
+                nhead: self.nhead,
+            }
+            .into());
+        }
+        if self.positional_encoding == PositionalEncoding::Sinusoidal && self.d_model % 2 != 0 {
+            return Err(ConfigError::OddSinusoidal {
+                d_model: self.d_model,
+            }
+            .into());
+        }
+        if !self.dropout.is_finite() || !(0.0..1.0).contains(&self.dropout) {
+            return Err(ConfigError::Dropout {
+                dropout: self.dropout,
+            }
+            .into());
+        }
+        if !self.layer_norm_eps.is_finite() || self.layer_norm_eps <= 0.0 {
+            return Err(ConfigError::LayerNormEps {
+                eps: self.layer_norm_eps,
+            }
+            .into());
+        }
+        if self.pad_token_id >= self.vocab_size {
+            return Err(ConfigError::PadOutOfVocab {
+                pad_token_id: self.pad_token_id,
+                vocab_size: self.vocab_size,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The size of each attention head.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.nhead
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn seed_defaults() {
+        let c = MultitaskConfig::new(1000, 3, 5);
+        assert_eq!(
+            (
+                c.d_model,
+                c.nhead,
+                c.num_encoder_layers,
+                c.dim_feedforward,
+                c.max_seq_length
+            ),
+            (512, 8, 6, 2048, 512)
+        );
+        assert_eq!(c.dropout, 0.1);
+        c.validate().expect("seed defaults are valid");
+    }
+
+    #[test]
+    fn json_fills_defaults_and_rejects_unknown_fields() {
+        let c: MultitaskConfig =
+            serde_json::from_str(r#"{"vocab_size": 10, "num_classes": 2, "num_ner_tags": 3}"#)
+                .expect("parses");
+        assert_eq!(c, MultitaskConfig::new(10, 2, 3));
+        let bad = serde_json::from_str::<MultitaskConfig>(
+            r#"{"vocab_size": 10, "num_classes": 2, "num_ner_tags": 3, "d_modle": 4}"#,
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        let base = MultitaskConfig::new(10, 2, 3);
+        let cases = [
+            (base.clone().with_nhead(7), "divisible"),
+            (base.clone().with_d_model(0), "d_model"),
+            (base.clone().with_dropout(1.0), "dropout"),
+            (base.clone().with_dropout(f64::NAN), "dropout"),
+            (base.clone().with_max_seq_length(0), "max_seq_length"),
+            (base.clone().with_pad_token_id(10), "pad_token_id"),
+            (MultitaskConfig::new(0, 2, 3), "vocab_size"),
+            (
+                base.clone().with_d_model(9).with_nhead(3),
+                "sinusoidal positions need an even d_model",
+            ),
+        ];
+        for (cfg, needle) in cases {
+            let err = cfg.validate().expect_err("must be rejected");
+            assert!(matches!(err, Error::Config(_)));
+            assert!(
+                err.to_string().contains(needle),
+                "{err} does not mention {needle}"
+            );
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `mtl-model`: the multitask Transformer of mtl, independent of any backend.
+//!
+//! A shared Transformer encoder (token embeddings, sinusoidal or learned positions, post- or
+//! pre-norm layers) under two heads: sentence classification on the pooled encoder output and
+//! per-token NER tagging. The model returns logits; losses live in `mtl-train`. Every forward
+//! takes a padding mask in Burn's convention: **`true` marks padding**.
+//!
+//! ```
+//! use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+//! use mtl_model::{MultitaskConfig, MultitaskTransformer, Task, TaskLogits};
+//!
+//! let device = Device::flex();
+//! let config = MultitaskConfig::new(100, 3, 5)
+//!     .with_d_model(16).with_nhead(2).with_num_encoder_layers(1).with_dim_feedforward(32);
+//! let model = MultitaskTransformer::new(&config, &device)?;
+//! let tokens = Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 6, 7, 0], [1, 4]), &device);
+//! let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![false, false, false, true], [1, 4]), &device);
+//! let TaskLogits::Ner(logits) = model.forward(tokens, mask, Task::Ner) else { unreachable!() };
+//! assert_eq!(logits.dims(), [1, 4, 5]);
+//! # Ok::<(), mtl_model::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod encoder;
+pub mod error;
+pub mod io;
+pub mod model;
+
+pub use config::{Activation, MultitaskConfig, NormPosition, Pooling, PositionalEncoding};
+pub use encoder::{EncoderLayer, TransformerEncoder, sinusoidal_table};
+pub use error::{ConfigError, Error, Result};
+pub use io::{load_config, save_config, write_atomic};
+pub use model::{MultitaskOutput, MultitaskTransformer, SharedEncoder, Task, TaskLogits};
+
+#[cfg(test)]
+mod tests;

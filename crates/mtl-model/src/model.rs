@@ -1,0 +1,257 @@
+//! The multitask model: a shared encoder under a classification head and an NER head.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use crate::config::{MultitaskConfig, Pooling};
+use crate::encoder::TransformerEncoder;
+use crate::error::{Error, Result};
+
+/// Which head a [`MultitaskTransformer::forward`] call runs, as the seed's `task=` argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Task {
+    /// Sentence classification (intent, topic, sentiment).
+    Classification,
+    /// Per-token tagging (NER, slot filling).
+    Ner,
+}
+
+impl Task {
+    /// Both tasks, in a fixed order.
+    pub const ALL: [Task; 2] = [Task::Classification, Task::Ner];
+
+    /// The task's name as used in configs, logs and history files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Ner => "ner",
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A task name that is neither `classification` nor `ner`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown task {0:?}: expected \"classification\" or \"ner\"")]
+pub struct UnknownTask(pub String);
+
+impl FromStr for Task {
+    type Err = UnknownTask;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "classification" | "cls" => Ok(Task::Classification),
+            "ner" | "tagging" | "slots" => Ok(Task::Ner),
+            _ => Err(UnknownTask(s.to_string())),
+        }
+    }
+}
+
+/// The logits of the head a [`Task`] selects.
+#[derive(Debug, Clone)]
+pub enum TaskLogits {
+    /// `[batch, num_classes]`
+    Classification(Tensor<2>),
+    /// `[batch, seq, num_ner_tags]`
+    Ner(Tensor<3>),
+}
+
+/// Everything one encoder pass gives: both heads' logits and the representations under them.
+#[derive(Debug, Clone)]
+pub struct MultitaskOutput {
+    /// Classification logits, `[batch, num_classes]`.
+    pub classification: Tensor<2>,
+    /// NER logits, `[batch, seq, num_ner_tags]`.
+    pub ner: Tensor<3>,
+    /// The pooled sentence vector, `[batch, d_model]`.
+    pub pooled: Tensor<2>,
+    /// The encoder output, `[batch, seq, d_model]`.
+    pub hidden: Tensor<3>,
+}
+
+/// The encoder shared by both heads. An enum so that other encoder families (a BERT-style
+/// encoder loaded from HuggingFace checkpoints) can sit under the same heads.
+#[derive(Module, Debug)]
+pub enum SharedEncoder {
+    /// The seed's Transformer encoder.
+    Transformer(TransformerEncoder),
+}
+
+impl SharedEncoder {
+    /// # Shapes
+    /// - `tokens`, `padding_mask`: `[batch, seq]` (`true` = padding)
+    /// - output: `[batch, seq, d_model]`
+    pub fn forward(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<3> {
+        match self {
+            SharedEncoder::Transformer(encoder) => encoder.forward(tokens, padding_mask),
+        }
+    }
+}
+
+/// The seed's `MultitaskTransformer`: a shared encoder, a classification head on the pooled
+/// encoder output and an NER head on every token. It returns logits, never a loss.
+#[derive(Module, Debug)]
+pub struct MultitaskTransformer {
+    /// The shared encoder.
+    pub encoder: SharedEncoder,
+    /// Classification head, `d_model -> num_classes`.
+    pub classifier: Linear,
+    /// NER head, `d_model -> num_ner_tags`.
+    pub ner_head: Linear,
+    /// Dropout before each head.
+    pub head_dropout: Dropout,
+    /// The configuration the model was built from.
+    #[module(skip)]
+    pub config: MultitaskConfig,
+}
+
+impl MultitaskTransformer {
+    /// Validates `config` and builds a freshly initialised model on `device`.
+    pub fn new(config: &MultitaskConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            encoder: SharedEncoder::Transformer(TransformerEncoder::new(config, device)),
+            classifier: LinearConfig::new(config.d_model, config.num_classes).init(device),
+            ner_head: LinearConfig::new(config.d_model, config.num_ner_tags).init(device),
+            head_dropout: DropoutConfig::new(config.dropout).init(),
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration of this model.
+    pub fn config(&self) -> &MultitaskConfig {
+        &self.config
+    }
+
+    /// Checks that a batch fits this model: mask and tokens of one shape, and no longer than
+    /// `max_seq_length`. The forward passes assume this.
+    pub fn check_input(&self, tokens: &Tensor<2, Int>, padding_mask: &Tensor<2, Bool>) -> Result<()> {
+        let (t, m) = (tokens.dims(), padding_mask.dims());
+        if t != m {
+            return Err(Error::MaskShape { tokens: t, mask: m });
+        }
+        if t[1] > self.config.max_seq_length {
+            return Err(Error::TooLong {
+                seq: t[1],
+                max: self.config.max_seq_length,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the shared encoder once.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]`, `padding_mask`: `[batch, seq]` (`true` = padding)
+    /// - output: `[batch, seq, d_model]`
+    pub fn encode(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<3> {
+        self.encoder.forward(tokens, padding_mask)
+    }
+
+    /// Pools the encoder output into one vector per sentence, ignoring padding.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, d_model]`, `padding_mask`: `[batch, seq]`
+    /// - output: `[batch, d_model]`
+    pub fn pool(&self, hidden: Tensor<3>, padding_mask: Tensor<2, Bool>) -> Tensor<2> {
+        let [batch, seq, d_model] = hidden.dims();
+        match self.config.pooling {
+            Pooling::First => hidden.narrow(1, 0, 1).reshape([batch, d_model]),
+            Pooling::Mean => {
+                let keep = padding_mask.bool_not().float().reshape([batch, seq, 1]);
+                let count = keep.clone().sum_dim(1).clamp_min(1.0); // [batch, 1, 1]
+                (hidden * keep)
+                    .sum_dim(1)
+                    .div(count)
+                    .reshape([batch, d_model])
+            }
+            Pooling::Max => hidden
+                .mask_fill(padding_mask.reshape([batch, seq, 1]).expand([batch, seq, d_model]), -1.0e9)
+                .max_dim(1)
+                .reshape([batch, d_model]),
+        }
+    }
+
+    /// Classification logits from the encoder output.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, d_model]`, `padding_mask`: `[batch, seq]`
+    /// - output: `[batch, num_classes]`
+    pub fn classification_head(&self, hidden: Tensor<3>, padding_mask: Tensor<2, Bool>) -> Tensor<2> {
+        let pooled = self.pool(hidden, padding_mask);
+        self.classifier.forward(self.head_dropout.forward(pooled))
+    }
+
+    /// NER logits from the encoder output.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, d_model]`
+    /// - output: `[batch, seq, num_ner_tags]`
+    pub fn ner_head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.ner_head.forward(self.head_dropout.forward(hidden))
+    }
+
+    /// The seed's `model(src, task=..., src_padding_mask=...)`: the selected head's logits.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]` token ids
+    /// - `padding_mask`: `[batch, seq]`, `true` = padding (Burn's convention; PyTorch's
+    ///   `src_key_padding_mask`)
+    /// - output: [`TaskLogits::Classification`] `[batch, num_classes]` or
+    ///   [`TaskLogits::Ner`] `[batch, seq, num_ner_tags]`
+    ///
+    /// # Panics
+    /// If the input fails [`check_input`](Self::check_input).
+    pub fn forward(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>, task: Task) -> TaskLogits {
+        let hidden = self.encode(tokens, padding_mask.clone());
+        match task {
+            Task::Classification => TaskLogits::Classification(self.classification_head(hidden, padding_mask)),
+            Task::Ner => TaskLogits::Ner(self.ner_head(hidden)),
+        }
+    }
+
+    /// Classification logits: [`forward`](Self::forward) with [`Task::Classification`].
+    ///
+    /// # Shapes
+    /// - `tokens`, `padding_mask`: `[batch, seq]`
+    /// - output: `[batch, num_classes]`
+    pub fn classify(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<2> {
+        let hidden = self.encode(tokens, padding_mask.clone());
+        self.classification_head(hidden, padding_mask)
+    }
+
+    /// NER logits: [`forward`](Self::forward) with [`Task::Ner`].
+    ///
+    /// # Shapes
+    /// - `tokens`, `padding_mask`: `[batch, seq]`
+    /// - output: `[batch, seq, num_ner_tags]`
+    pub fn tag(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<3> {
+        self.ner_head(self.encode(tokens, padding_mask))
+    }
+
+    /// Runs the encoder once and both heads on it, for joint training and inference.
+    ///
+    /// # Shapes
+    /// - `tokens`, `padding_mask`: `[batch, seq]`
+    /// - output: see [`MultitaskOutput`]
+    pub fn forward_joint(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> MultitaskOutput {
+        let hidden = self.encode(tokens, padding_mask.clone());
+        let pooled = self.pool(hidden.clone(), padding_mask);
+        let classification = self.classifier.forward(self.head_dropout.forward(pooled.clone()));
+        let ner = self.ner_head(hidden.clone());
+        MultitaskOutput {
+            classification,
+            ner,
+            pooled,
+            hidden,
+        }
+    }
+}
