@@ -45,7 +45,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -103,12 +106,13 @@ impl MultitaskTransformer {
         };
         // Burn's reader trusts the header's offsets; a truncated or corrupt file must not
         // reach a panic inside it.
-        let record = std::panic::catch_unwind(|| ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)))
-            .map_err(|_| Error::Weights {
-                path: origin.to_path_buf(),
-                message: "corrupt burnpack data".into(),
-            })?
-            .map_err(weights_err)?;
+        let record =
+            std::panic::catch_unwind(|| ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)))
+                .map_err(|_| Error::Weights {
+                    path: origin.to_path_buf(),
+                    message: "corrupt burnpack data".into(),
+                })?
+                .map_err(weights_err)?;
         self.try_load_record(record).map_err(weights_err)
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
@@ -117,13 +117,23 @@ impl MultitaskTransformer {
     /// Validates `config` and builds a freshly initialised model on `device`.
     pub fn new(config: &MultitaskConfig, device: &Device) -> Result<Self> {
         config.validate()?;
-        Ok(Self {
+        let model = Self {
             encoder: SharedEncoder::Transformer(TransformerEncoder::new(config, device)),
             classifier: LinearConfig::new(config.d_model, config.num_classes).init(device),
             ner_head: LinearConfig::new(config.d_model, config.num_ner_tags).init(device),
             head_dropout: DropoutConfig::new(config.dropout).init(),
             config: config.clone(),
-        })
+        };
+        // Burn initialises parameters lazily, on first use; draw them all now, so that the
+        // weights depend only on the backend's seed at construction time.
+        struct Materialize;
+        impl ModuleVisitor for Materialize {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        model.visit(&mut Materialize);
+        Ok(model)
     }
 
     /// The configuration of this model.
@@ -133,7 +143,11 @@ impl MultitaskTransformer {
 
     /// Checks that a batch fits this model: mask and tokens of one shape, and no longer than
     /// `max_seq_length`. The forward passes assume this.
-    pub fn check_input(&self, tokens: &Tensor<2, Int>, padding_mask: &Tensor<2, Bool>) -> Result<()> {
+    pub fn check_input(
+        &self,
+        tokens: &Tensor<2, Int>,
+        padding_mask: &Tensor<2, Bool>,
+    ) -> Result<()> {
         let (t, m) = (tokens.dims(), padding_mask.dims());
         if t != m {
             return Err(Error::MaskShape { tokens: t, mask: m });
@@ -174,7 +188,12 @@ impl MultitaskTransformer {
                     .reshape([batch, d_model])
             }
             Pooling::Max => hidden
-                .mask_fill(padding_mask.reshape([batch, seq, 1]).expand([batch, seq, d_model]), -1.0e9)
+                .mask_fill(
+                    padding_mask
+                        .reshape([batch, seq, 1])
+                        .expand([batch, seq, d_model]),
+                    -1.0e9,
+                )
                 .max_dim(1)
                 .reshape([batch, d_model]),
         }
@@ -185,7 +204,11 @@ impl MultitaskTransformer {
     /// # Shapes
     /// - `hidden`: `[batch, seq, d_model]`, `padding_mask`: `[batch, seq]`
     /// - output: `[batch, num_classes]`
-    pub fn classification_head(&self, hidden: Tensor<3>, padding_mask: Tensor<2, Bool>) -> Tensor<2> {
+    pub fn classification_head(
+        &self,
+        hidden: Tensor<3>,
+        padding_mask: Tensor<2, Bool>,
+    ) -> Tensor<2> {
         let pooled = self.pool(hidden, padding_mask);
         self.classifier.forward(self.head_dropout.forward(pooled))
     }
@@ -210,10 +233,17 @@ impl MultitaskTransformer {
     ///
     /// # Panics
     /// If the input fails [`check_input`](Self::check_input).
-    pub fn forward(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>, task: Task) -> TaskLogits {
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+        task: Task,
+    ) -> TaskLogits {
         let hidden = self.encode(tokens, padding_mask.clone());
         match task {
-            Task::Classification => TaskLogits::Classification(self.classification_head(hidden, padding_mask)),
+            Task::Classification => {
+                TaskLogits::Classification(self.classification_head(hidden, padding_mask))
+            }
             Task::Ner => TaskLogits::Ner(self.ner_head(hidden)),
         }
     }
@@ -242,10 +272,16 @@ impl MultitaskTransformer {
     /// # Shapes
     /// - `tokens`, `padding_mask`: `[batch, seq]`
     /// - output: see [`MultitaskOutput`]
-    pub fn forward_joint(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> MultitaskOutput {
+    pub fn forward_joint(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+    ) -> MultitaskOutput {
         let hidden = self.encode(tokens, padding_mask.clone());
         let pooled = self.pool(hidden.clone(), padding_mask);
-        let classification = self.classifier.forward(self.head_dropout.forward(pooled.clone()));
+        let classification = self
+            .classifier
+            .forward(self.head_dropout.forward(pooled.clone()));
         let ner = self.ner_head(hidden.clone());
         MultitaskOutput {
             classification,

@@ -76,26 +76,50 @@ fn shapes_of_every_head() {
 #[test]
 fn check_input_rejects_mismatched_and_long_batches() {
     let device = Device::flex();
-    let model = MultitaskTransformer::new(&small(Pooling::Mean, NormPosition::Post, PositionalEncoding::Learned), &device)
-        .expect("valid");
+    let model = MultitaskTransformer::new(
+        &small(
+            Pooling::Mean,
+            NormPosition::Post,
+            PositionalEncoding::Learned,
+        ),
+        &device,
+    )
+    .expect("valid");
     let (tokens, _) = batch(&[vec![1, 2]], 3, &device);
     let (_, mask) = batch(&[vec![1, 2]], 4, &device);
-    assert!(matches!(model.check_input(&tokens, &mask), Err(Error::MaskShape { .. })));
+    assert!(matches!(
+        model.check_input(&tokens, &mask),
+        Err(Error::MaskShape { .. })
+    ));
     let (tokens, mask) = batch(&[vec![1; 25]], 25, &device);
-    assert!(matches!(model.check_input(&tokens, &mask), Err(Error::TooLong { seq: 25, max: 24 })));
+    assert!(matches!(
+        model.check_input(&tokens, &mask),
+        Err(Error::TooLong { seq: 25, max: 24 })
+    ));
 }
 
 #[test]
 fn invalid_config_is_refused_before_building() {
     let device = Device::flex();
-    let config = small(Pooling::Mean, NormPosition::Post, PositionalEncoding::Sinusoidal).with_nhead(3);
-    assert!(matches!(MultitaskTransformer::new(&config, &device), Err(Error::Config(_))));
+    let config = small(
+        Pooling::Mean,
+        NormPosition::Post,
+        PositionalEncoding::Sinusoidal,
+    )
+    .with_nhead(3);
+    assert!(matches!(
+        MultitaskTransformer::new(&config, &device),
+        Err(Error::Config(_))
+    ));
 }
 
 #[test]
 fn sinusoidal_table_matches_formula() {
     let device = Device::flex();
-    let t = sinusoidal_table(5, 8, &device).into_data().try_to_vec::<f32>().expect("f32");
+    let t = sinusoidal_table(5, 8, &device)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
     for pos in 0..5 {
         for i in 0..4 {
             let angle = pos as f64 / 10000f64.powf(2.0 * i as f64 / 8.0);
@@ -126,8 +150,15 @@ fn save_load_round_trip_gives_identical_logits() {
 fn loading_mismatched_or_truncated_weights_is_an_error() {
     let device = Device::flex();
     let dir = std::env::temp_dir().join(format!("mtl-model-bad-{}", std::process::id()));
-    let config = small(Pooling::Mean, NormPosition::Post, PositionalEncoding::Sinusoidal);
-    MultitaskTransformer::new(&config, &device).expect("valid").save_dir(&dir).expect("saved");
+    let config = small(
+        Pooling::Mean,
+        NormPosition::Post,
+        PositionalEncoding::Sinusoidal,
+    );
+    MultitaskTransformer::new(&config, &device)
+        .expect("valid")
+        .save_dir(&dir)
+        .expect("saved");
 
     // A config that does not match the weights.
     save_config(&config.clone().with_dim_feedforward(48), &dir).expect("config written");
@@ -146,9 +177,22 @@ fn loading_mismatched_or_truncated_weights_is_an_error() {
     }
 
     // A config from another format version.
-    std::fs::write(dir.join(io::CONFIG_FILE), r#"{"format_version": 99, "model": {}}"#).expect("write");
+    std::fs::write(
+        dir.join(io::CONFIG_FILE),
+        r#"{"format_version": 99, "model": {}}"#,
+    )
+    .expect("write");
     let err = MultitaskTransformer::load_dir(&dir, &device).expect_err("version");
-    assert!(matches!(err, Error::FormatVersion { found: Some(99), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::FormatVersion {
+                found: Some(99),
+                ..
+            }
+        ),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -50,21 +50,32 @@ struct Weights<'a> {
 
 impl Weights<'_> {
     fn get(&self, name: &str) -> &Weight {
-        self.map.get(name).unwrap_or_else(|| panic!("fixture lacks {name}"))
+        self.map
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture lacks {name}"))
     }
     fn vector(&self, name: &str) -> Param<Tensor<1>> {
         let w = self.get(name);
-        Param::from_tensor(Tensor::from_data(TensorData::new(w.data.clone(), [w.shape[0]]), self.device))
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(w.data.clone(), [w.shape[0]]),
+            self.device,
+        ))
     }
     /// PyTorch stores Linear weights as `[out, in]`; Burn as `[in, out]`.
     fn linear(&self, name: &str) -> Param<Tensor<2>> {
         let w = self.get(name);
-        let t = Tensor::<2>::from_data(TensorData::new(w.data.clone(), [w.shape[0], w.shape[1]]), self.device);
+        let t = Tensor::<2>::from_data(
+            TensorData::new(w.data.clone(), [w.shape[0], w.shape[1]]),
+            self.device,
+        );
         Param::from_tensor(t.transpose())
     }
     fn matrix(&self, name: &str) -> Param<Tensor<2>> {
         let w = self.get(name);
-        Param::from_tensor(Tensor::from_data(TensorData::new(w.data.clone(), [w.shape[0], w.shape[1]]), self.device))
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(w.data.clone(), [w.shape[0], w.shape[1]]),
+            self.device,
+        ))
     }
 }
 
@@ -77,7 +88,11 @@ fn flat3(v: &[Vec<Vec<f32>>]) -> (Vec<f32>, [usize; 3]) {
 fn matches_pytorch_transformer_encoder() {
     let text = include_str!("fixtures/golden_small.json");
     let fx: Fixture = serde_json::from_str(text).expect("fixture parses");
-    assert!(fx.torch_version.starts_with("2.9"), "fixture made with torch {}", fx.torch_version);
+    assert!(
+        fx.torch_version.starts_with("2.9"),
+        "fixture made with torch {}",
+        fx.torch_version
+    );
     let c = &fx.config;
     let device = Device::flex();
     let mut config = MultitaskConfig::new(c.vocab_size, c.num_classes, c.num_ner_tags)
@@ -89,7 +104,10 @@ fn matches_pytorch_transformer_encoder() {
     config.layer_norm_eps = c.layer_norm_eps;
     let mut model = MultitaskTransformer::new(&config, &device).expect("valid config");
 
-    let w = Weights { map: &fx.weights, device: &device };
+    let w = Weights {
+        map: &fx.weights,
+        device: &device,
+    };
     let SharedEncoder::Transformer(encoder) = &mut model.encoder;
     encoder.token_embedding.weight = w.matrix("emb.weight");
     for (i, layer) in encoder.layers.iter_mut().enumerate() {
@@ -113,25 +131,26 @@ fn matches_pytorch_transformer_encoder() {
     model.ner_head.bias = Some(w.vector("ner.1.bias"));
 
     let [b, s] = [fx.tokens.len(), fx.tokens[0].len()];
-    let tokens = Tensor::<2, Int>::from_data(
-        TensorData::new(fx.tokens.concat(), [b, s]),
-        &device,
-    );
-    let mask = Tensor::<2, Bool>::from_data(TensorData::new(fx.padding_mask.concat(), [b, s]), &device);
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(fx.tokens.concat(), [b, s]), &device);
+    let mask =
+        Tensor::<2, Bool>::from_data(TensorData::new(fx.padding_mask.concat(), [b, s]), &device);
     let out = model.forward_joint(tokens, mask);
 
     let tol = Tolerance::absolute(1e-4);
     let (enc, shape) = flat3(&fx.encoder_out);
-    out.hidden.into_data().assert_approx_eq::<f32>(&TensorData::new(enc, shape), tol);
-    out.pooled.into_data().assert_approx_eq::<f32>(
-        &TensorData::new(fx.pooled.concat(), [b, c.d_model]),
-        tol,
-    );
+    out.hidden
+        .into_data()
+        .assert_approx_eq::<f32>(&TensorData::new(enc, shape), tol);
+    out.pooled
+        .into_data()
+        .assert_approx_eq::<f32>(&TensorData::new(fx.pooled.concat(), [b, c.d_model]), tol);
     out.classification.into_data().assert_approx_eq::<f32>(
         &TensorData::new(fx.cls_logits.concat(), [b, c.num_classes]),
         tol,
     );
     // Every position, padding included: PyTorch's padded rows attend to the real keys too.
     let (ner, shape) = flat3(&fx.ner_logits);
-    out.ner.into_data().assert_approx_eq::<f32>(&TensorData::new(ner, shape), tol);
+    out.ner
+        .into_data()
+        .assert_approx_eq::<f32>(&TensorData::new(ner, shape), tol);
 }

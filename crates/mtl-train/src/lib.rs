@@ -1,4 +1,30 @@
 //! `mtl-train`: losses, metrics, task sampling and the training loop of mtl.
+//!
+//! - [`loss`]: cross-entropy with PyTorch's `ignore_index = -100`;
+//! - [`optim`]: AdamW (PyTorch semantics, no decay on biases/LayerNorm), global-norm clipping,
+//!   linear warmup/decay;
+//! - [`sampler`]: which task each batch trains (`random`, `proportional`, `temperature`,
+//!   `round-robin`, `joint`);
+//! - [`metrics`]: seqeval-exact entity scores, classification reports, frame accuracy;
+//! - [`eval`]: batched prediction and evaluation;
+//! - [`trainer`]: the loop, run directories, checkpoints, resume, early stopping;
+//! - [`seed_api`]: the seed's `MultitaskDataset` and `train_model`.
 #![deny(missing_docs)]
 
+pub mod error;
+pub mod eval;
+pub mod loss;
 pub mod metrics;
+pub mod optim;
+pub mod sampler;
+pub mod seed_api;
+pub mod trainer;
+
+pub use error::{Error, Result};
+pub use eval::{EvalReport, Prediction, TaskLosses, evaluate, predict};
+pub use sampler::SamplingStrategy;
+pub use seed_api::{MultitaskDataset, train_model};
+pub use trainer::{
+    EpochRecord, History, LossWeights, SelectMetric, TrainConfig, TrainOutcome, fit,
+    load_model_dir, resume, save_model_dir,
+};

@@ -1,0 +1,512 @@
+//! JSON lines.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{ReadOptions, ReadReport, Sink, decode_lines};
+use crate::error::{Problem, Result};
+use crate::example::{Example, Source, Span, split_words};
+use crate::tags::{EntitySpan, normalize_tags, spans_to_iob2};
+
+/// One line of a JSONL file. Unknown fields (`id`, `meta`, ...) are ignored.
+#[derive(Deserialize)]
+struct Record {
+    text: Option<String>,
+    tokens: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    label: Option<String>,
+    entities: Option<Vec<Entity>>,
+}
+
+/// An entity of a `text` record, in character offsets.
+#[derive(Deserialize)]
+struct Entity {
+    start: usize,
+    end: usize,
+    label: String,
+}
+
+/// Parses JSON lines; `file` names the data in errors and [`Source`]s.
+///
+/// Each non-blank line is one object, in one of two shapes:
+///
+/// - `{"text": "play queen", "label": "PlayMusic", "entities": [{"start": 5, "end": 10,
+///   "label": "artist"}]}`: `text` is split into words on whitespace; entity offsets are
+///   *character* offsets (Unicode scalar values, as in Python) into `text`, end exclusive,
+///   and must fall on word boundaries without overlapping. The entities become IOB2 tags; an
+///   empty `entities` list means "tagged, no entities" (all `O`).
+/// - `{"tokens": ["play", "queen"], "tags": ["O", "B-artist"], "label": "PlayMusic"}`: tags
+///   are in [`ReadOptions::scheme`] and converted to IOB2.
+///
+/// `label`, `entities` and `tags` may each be absent (or `null`); other fields are ignored.
+///
+/// ```
+/// use std::path::Path;
+/// use mtl_data::{parse_jsonl, ReadOptions};
+/// let data = r#"{"text": "play Für Elise", "entities": [{"start": 5, "end": 14, "label": "track"}]}
+/// {"tokens": ["hi"], "label": "Greet"}"#;
+/// let (examples, _) = parse_jsonl(data.as_bytes(), Path::new("inline.jsonl"), &ReadOptions::default())?;
+/// assert_eq!(examples[0].tags.as_deref(), Some(&["O".to_string(), "B-track".into(), "I-track".into()][..]));
+/// assert_eq!(examples[1].label.as_deref(), Some("Greet"));
+/// # Ok::<(), mtl_data::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`crate::Error::Data`] naming `file` and the line (unless [`ReadOptions::lenient`]).
+pub fn parse_jsonl(
+    bytes: &[u8],
+    file: &Path,
+    opts: &ReadOptions,
+) -> Result<(Vec<Example>, ReadReport)> {
+    let mut sink = Sink::new(opts);
+    for (line, text) in decode_lines(bytes) {
+        let parsed = match text {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => serde_json::from_str::<Record>(text)
+                .map_err(|source| Problem::Json { source })
+                .and_then(|record| build(record, opts)),
+            Err(byte) => Err(Problem::InvalidUtf8 { byte }),
+        };
+        match parsed {
+            Ok((mut example, repaired)) => {
+                example.source = Some(Source {
+                    file: file.into(),
+                    line,
+                });
+                sink.accept(example, repaired);
+            }
+            Err(problem) => sink.problem(file, line, problem)?,
+        }
+    }
+    Ok(sink.finish())
+}
+
+/// Builds the example of one record.
+fn build(record: Record, opts: &ReadOptions) -> std::result::Result<(Example, bool), Problem> {
+    let label = record.label;
+    let (example, repaired) = match (record.text, record.tokens) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::Fields {
+                expected: "either `text` or `tokens`, not both",
+            });
+        }
+        (None, None) => {
+            return Err(Problem::Fields {
+                expected: "a `text` field (with optional `entities`) or a `tokens` field (with \
+                           optional `tags`)",
+            });
+        }
+        (Some(text), None) => {
+            if record.tags.is_some() {
+                return Err(Problem::Fields {
+                    expected: "`entities` with `text` (`tags` go with `tokens`)",
+                });
+            }
+            let (words, spans) = split_words(&text);
+            if words.is_empty() {
+                return Err(Problem::EmptySentence);
+            }
+            let tags = match record.entities {
+                Some(entities) => Some(entities_to_tags(&text, &spans, &entities)?),
+                None => None,
+            };
+            let example = Example {
+                text,
+                words,
+                spans,
+                label: None,
+                tags,
+                source: None,
+            };
+            (example, false)
+        }
+        (None, Some(tokens)) => {
+            if record.entities.is_some() {
+                return Err(Problem::Fields {
+                    expected: "`tags` with `tokens` (`entities` go with `text`)",
+                });
+            }
+            if tokens.is_empty() {
+                return Err(Problem::EmptySentence);
+            }
+            let (tags, repaired) = match record.tags {
+                Some(tags) => {
+                    if tags.len() != tokens.len() {
+                        return Err(Problem::TagCountMismatch {
+                            words: tokens.len(),
+                            tags: tags.len(),
+                        });
+                    }
+                    let (tags, repaired) =
+                        normalize_tags(&tags, opts.scheme).map_err(|(_, problem)| problem)?;
+                    (Some(tags), repaired)
+                }
+                None => (None, false),
+            };
+            Example::check_parts(&tokens, None, tags.as_deref())?;
+            (Example::joined(tokens, None, tags), repaired)
+        }
+    };
+    if label.as_deref().is_some_and(|l| l.trim().is_empty()) {
+        return Err(Problem::EmptyLabel);
+    }
+    let label = label.map(|l| l.trim().to_owned());
+    Ok((Example { label, ..example }, repaired))
+}
+
+/// Turns character-offset entities into IOB2 tags over the whitespace-separated words.
+fn entities_to_tags(
+    text: &str,
+    spans: &[Span],
+    entities: &[Entity],
+) -> std::result::Result<Vec<String>, Problem> {
+    // Character offsets of each word's start and end, in one pass.
+    let mut starts = Vec::with_capacity(spans.len());
+    let mut ends = Vec::with_capacity(spans.len());
+    let mut chars = 0;
+    let mut byte = 0;
+    for span in spans {
+        chars += text[byte..span.start].chars().count();
+        starts.push(chars);
+        chars += text[span.start..span.end].chars().count();
+        ends.push(chars);
+        byte = span.end;
+    }
+    let len = chars + text[byte..].chars().count();
+
+    let mut located: Vec<(EntitySpan, usize)> = Vec::with_capacity(entities.len());
+    for (index, entity) in entities.iter().enumerate() {
+        let (start, end) = (entity.start, entity.end);
+        if start >= end {
+            return Err(Problem::EmptySpan { index, start, end });
+        }
+        if end > len {
+            return Err(Problem::SpanOutOfBounds {
+                index,
+                start,
+                end,
+                len,
+            });
+        }
+        let label = entity.label.trim();
+        if label.is_empty() || label.chars().any(char::is_whitespace) {
+            return Err(Problem::InvalidEntityLabel {
+                index,
+                label: entity.label.clone(),
+            });
+        }
+        let (Ok(first), Ok(last)) = (starts.binary_search(&start), ends.binary_search(&end)) else {
+            return Err(Problem::SpanNotOnBoundary {
+                index,
+                start,
+                end,
+                covered: text.chars().skip(start).take(end - start).collect(),
+            });
+        };
+        let span = EntitySpan {
+            start: first,
+            end: last + 1,
+            label: label.to_owned(),
+        };
+        located.push((span, index));
+    }
+    located.sort_by_key(|(span, _)| span.start);
+    for pair in located.windows(2) {
+        if let [(a, a_index), (b, b_index)] = pair
+            && b.start < a.end
+        {
+            return Err(Problem::SpanOverlap {
+                index: *b_index,
+                other: *a_index,
+            });
+        }
+    }
+    let spans: Vec<EntitySpan> = located.into_iter().map(|(span, _)| span).collect();
+    Ok(spans_to_iob2(starts.len(), &spans))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::TempDir;
+    use super::super::{Format, read_examples};
+    use super::*;
+    use crate::error::Error;
+    use crate::tags::{TagScheme, iob2_to_spans};
+    use proptest::prelude::*;
+
+    fn parse(data: &str) -> Result<(Vec<Example>, ReadReport)> {
+        parse_jsonl(
+            data.as_bytes(),
+            Path::new("t.jsonl"),
+            &ReadOptions::default(),
+        )
+    }
+
+    fn error_at(result: Result<(Vec<Example>, ReadReport)>, line: usize) -> Problem {
+        match result {
+            Err(Error::Data {
+                file,
+                line: got,
+                problem,
+            }) => {
+                assert_eq!(file, Path::new("t.jsonl"));
+                assert_eq!(got, line, "{problem}");
+                problem
+            }
+            other => panic!("expected a data error at line {line}, got {other:?}"),
+        }
+    }
+
+    fn strings(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn reads_both_shapes() -> Result<()> {
+        let data = "\u{feff}{\"text\": \"  listen to Björk  now\", \"label\": \"PlayMusic\", \
+                    \"entities\": [{\"start\": 12, \"end\": 17, \"label\": \"artist\"}], \"id\": 7}\r\n\
+                    \r\n\
+                    {\"tokens\": [\"a\", \"b\"], \"tags\": [\"I-X\", \"I-X\"]}\n\
+                    {\"text\": \"no annotations\", \"label\": null}\n\
+                    {\"text\": \"tagged none\", \"entities\": []}\n\n\n";
+        let (examples, report) = parse(data)?;
+        assert_eq!(examples.len(), 4);
+        let e = &examples[0];
+        assert_eq!(e.words, ["listen", "to", "Björk", "now"]);
+        assert_eq!(e.text, "  listen to Björk  now");
+        assert_eq!(
+            e.tags.as_deref(),
+            Some(&strings(&["O", "O", "B-artist", "O"])[..])
+        );
+        assert_eq!(e.label.as_deref(), Some("PlayMusic"));
+        assert_eq!(e.char_span(2, 3), (12, 17));
+        assert_eq!(e.source.as_ref().map(|s| s.line), Some(1));
+        assert_eq!(
+            examples[1].tags.as_deref(),
+            Some(&strings(&["B-X", "I-X"])[..])
+        );
+        assert_eq!(examples[1].text, "a b");
+        assert_eq!(examples[1].source.as_ref().map(|s| s.line), Some(3));
+        assert_eq!(
+            (examples[2].label.as_ref(), examples[2].tags.as_ref()),
+            (None, None)
+        );
+        assert_eq!(examples[3].tags.as_deref(), Some(&strings(&["O", "O"])[..]));
+        assert_eq!(report.repaired_sequences, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_inputs_name_file_and_line() {
+        let ok = "{\"tokens\": [\"a\"]}\n";
+        type Check = fn(&Problem) -> bool;
+        let cases: Vec<(String, Check)> = vec![
+            (format!("{ok}{{\"tokens\": [\"a\"], \"tags\": []}}"), |p| {
+                matches!(p, Problem::TagCountMismatch { words: 1, tags: 0 })
+            }),
+            (format!("{ok}{{\"tokens\": [\"a\"]"), |p| {
+                matches!(p, Problem::Json { .. })
+            }),
+            (format!("{ok}[1, 2]"), |p| matches!(p, Problem::Json { .. })),
+            (format!("{ok}{{\"text\": 3}}"), |p| {
+                matches!(p, Problem::Json { .. })
+            }),
+            (format!("{ok}{{\"label\": \"x\"}}"), |p| {
+                matches!(p, Problem::Fields { .. })
+            }),
+            (
+                format!("{ok}{{\"text\": \"a\", \"tokens\": [\"a\"]}}"),
+                |p| matches!(p, Problem::Fields { .. }),
+            ),
+            (format!("{ok}{{\"text\": \"a\", \"tags\": [\"O\"]}}"), |p| {
+                matches!(p, Problem::Fields { .. })
+            }),
+            (
+                format!("{ok}{{\"tokens\": [\"a\"], \"entities\": []}}"),
+                |p| matches!(p, Problem::Fields { .. }),
+            ),
+            (format!("{ok}{{\"text\": \" \"}}"), |p| {
+                matches!(p, Problem::EmptySentence)
+            }),
+            (format!("{ok}{{\"tokens\": []}}"), |p| {
+                matches!(p, Problem::EmptySentence)
+            }),
+            (format!("{ok}{{\"tokens\": [\"a\", \"\"]}}"), |p| {
+                matches!(p, Problem::EmptyToken { index: 1 })
+            }),
+            (
+                format!("{ok}{{\"tokens\": [\"a\"], \"label\": \"\"}}"),
+                |p| matches!(p, Problem::EmptyLabel),
+            ),
+            (
+                format!("{ok}{{\"tokens\": [\"a\"], \"tags\": [\"S-X\"]}}"),
+                |p| matches!(p, Problem::InvalidTag { .. }),
+            ),
+            (
+                format!(
+                    "{ok}{{\"text\": \"ab cd\", \"entities\": [{{\"start\": 3, \"end\": 6, \"label\": \"x\"}}]}}"
+                ),
+                |p| {
+                    matches!(
+                        p,
+                        Problem::SpanOutOfBounds {
+                            index: 0,
+                            len: 5,
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                format!(
+                    "{ok}{{\"text\": \"ab cd\", \"entities\": [{{\"start\": 1, \"end\": 5, \"label\": \"x\"}}]}}"
+                ),
+                |p| matches!(p, Problem::SpanNotOnBoundary { covered, .. } if covered == "b cd"),
+            ),
+            (
+                format!(
+                    "{ok}{{\"text\": \"ab cd\", \"entities\": [{{\"start\": 0, \"end\": 3, \"label\": \"x\"}}]}}"
+                ),
+                |p| matches!(p, Problem::SpanNotOnBoundary { .. }),
+            ),
+            (
+                format!(
+                    "{ok}{{\"text\": \"ab cd\", \"entities\": [{{\"start\": 3, \"end\": 3, \"label\": \"x\"}}]}}"
+                ),
+                |p| matches!(p, Problem::EmptySpan { .. }),
+            ),
+            (
+                format!(
+                    "{ok}{{\"text\": \"ab cd\", \"entities\": [{{\"start\": -1, \"end\": 2, \"label\": \"x\"}}]}}"
+                ),
+                |p| matches!(p, Problem::Json { .. }),
+            ),
+            (
+                format!(
+                    "{ok}{{\"text\": \"ab cd ef\", \"entities\": [{{\"start\": 3, \"end\": 8, \"label\": \"x\"}}, {{\"start\": 0, \"end\": 5, \"label\": \"y\"}}]}}"
+                ),
+                |p| matches!(p, Problem::SpanOverlap { index: 0, other: 1 }),
+            ),
+            (
+                format!(
+                    "{ok}{{\"text\": \"ab\", \"entities\": [{{\"start\": 0, \"end\": 2, \"label\": \"a b\"}}]}}"
+                ),
+                |p| matches!(p, Problem::InvalidEntityLabel { index: 0, .. }),
+            ),
+        ];
+        for (data, check) in cases {
+            let problem = error_at(parse(&data), 2);
+            assert!(check(&problem), "{data}: {problem}");
+        }
+        let mut bad_utf8 = b"{\"tokens\": [\"a\"]}\r\n".to_vec();
+        bad_utf8.extend_from_slice(b"{\"tokens\": [\"\xFF\"]}\n");
+        let result = parse_jsonl(&bad_utf8, Path::new("t.jsonl"), &ReadOptions::default());
+        assert!(matches!(
+            error_at(result, 2),
+            Problem::InvalidUtf8 { byte: 13 }
+        ));
+    }
+
+    #[test]
+    fn offsets_are_characters_not_bytes() -> Result<()> {
+        // "é" is 2 bytes and "日本" 6: offsets count characters.
+        let data =
+            r#"{"text": "café 日本 x", "entities": [{"start": 5, "end": 7, "label": "loc"}]}"#;
+        let (examples, _) = parse(data)?;
+        assert_eq!(
+            examples[0].tags.as_deref(),
+            Some(&strings(&["O", "B-loc", "O"])[..])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn lenient_skips_with_warnings() -> Result<()> {
+        let opts = ReadOptions {
+            scheme: TagScheme::Iob2,
+            lenient: true,
+        };
+        let data = "{\"tokens\": [\"a\"]}\nnot json\n{\"tokens\": [\"b\"], \"tags\": [\"O\", \"O\"]}\n{\"tokens\": [\"c\"]}\n";
+        let (examples, report) = parse_jsonl(data.as_bytes(), Path::new("t.jsonl"), &opts)?;
+        assert_eq!(examples.len(), 2);
+        assert_eq!((report.examples, report.skipped), (2, 2));
+        assert!(report.warnings[0].starts_with("t.jsonl:2:"));
+        assert!(report.warnings[1].starts_with("t.jsonl:3:"));
+        Ok(())
+    }
+
+    #[test]
+    fn reads_from_disk() -> Result<()> {
+        let tmp = TempDir::new("jsonl");
+        let path = tmp.write("x.json", "{\"tokens\": [\"a\"]}\n{oops}\n");
+        let err = read_examples(&path, None, &ReadOptions::default()).expect_err("bad json");
+        assert!(matches!(&err, Error::Data { file, line: 2, .. } if *file == path));
+        assert!(err.to_string().contains("x.json:2:"), "{err}");
+        let err = read_examples(
+            &tmp.0.join("missing.jsonl"),
+            Some(Format::Jsonl),
+            &ReadOptions::default(),
+        )
+        .expect_err("missing file");
+        assert!(matches!(err, Error::Io { .. }));
+        Ok(())
+    }
+
+    fn arb_text_and_spans()
+    -> impl Strategy<Value = (String, Vec<(usize, usize, String)>, Vec<EntitySpan>)> {
+        let word = proptest::string::string_regex("[a-zé日本ß]{1,4}").expect("regex");
+        let sep = proptest::string::string_regex("[ \t\u{3000}]{1,2}").expect("regex");
+        proptest::collection::vec(
+            (word, sep, 1usize..3, proptest::option::of(0usize..2)),
+            1..8,
+        )
+        .prop_map(|parts| {
+            // Group words into runs; a run with a kind is one entity.
+            let mut text = String::new();
+            let mut entities = Vec::new();
+            let mut spans = Vec::new();
+            let mut word_index = 0;
+            for (w, sep, run, kind) in parts {
+                let start_chars = text.chars().count();
+                for k in 0..run {
+                    if k > 0 {
+                        text.push(' ');
+                    }
+                    text.push_str(&w);
+                }
+                let end_chars = text.chars().count();
+                if let Some(kind) = kind {
+                    let label = ["city", "b-x"][kind].to_owned();
+                    entities.push((start_chars, end_chars, label.clone()));
+                    spans.push(EntitySpan {
+                        start: word_index,
+                        end: word_index + run,
+                        label,
+                    });
+                }
+                word_index += run;
+                text.push_str(&sep);
+            }
+            (text, entities, spans)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn character_entities_round_trip((text, entities, spans) in arb_text_and_spans()) {
+            let record = serde_json::json!({
+                "text": text,
+                "entities": entities.iter().map(|(s, e, l)| serde_json::json!({"start": s, "end": e, "label": l})).collect::<Vec<_>>(),
+            });
+            let line = record.to_string();
+            let (examples, _) = parse(&line).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let tags = examples[0].tags.clone().unwrap_or_default();
+            prop_assert_eq!(iob2_to_spans(&tags), spans.clone());
+            let found = examples[0].text_entities(&tags);
+            let back: Vec<(usize, usize, String)> = found.into_iter().map(|t| (t.start, t.end, t.label)).collect();
+            prop_assert_eq!(back, entities);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors of `mtl-train`.
+
+use std::path::PathBuf;
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Errors of training and evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Data could not be read or encoded.
+    #[error(transparent)]
+    Data(#[from] mtl_data::Error),
+    /// The model could not be built, saved or loaded.
+    #[error(transparent)]
+    Model(#[from] mtl_model::Error),
+    /// Metrics could not be computed.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A saved training state is unreadable.
+    #[error("{}: invalid training state: {message}", path.display())]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    #[error(
+        "the {task} loss became {value} at epoch {epoch}, step {step}; training stopped (the last good checkpoint is kept); try a lower learning rate"
+    )]
+    NonFiniteLoss {
+        /// Task whose loss diverged.
+        task: &'static str,
+        /// The loss value.
+        value: f32,
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Global optimizer step.
+        step: u64,
+    },
+    /// The training data holds no labels for any task.
+    #[error("the training data has neither sentence labels nor tags")]
+    NoLabels,
+    /// An invalid training option.
+    #[error("invalid training option {option}: {message}")]
+    Option {
+        /// The option.
+        option: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}

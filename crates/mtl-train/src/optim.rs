@@ -1,0 +1,487 @@
+//! AdamW as PyTorch's `torch.optim.AdamW` (eps 1e-8, decoupled weight decay, none on biases and
+//! LayerNorm parameters), global-norm gradient clipping as `clip_grad_norm_`, and the linear
+//! warmup / linear decay schedule of `transformers.get_linear_schedule_with_warmup`.
+//!
+//! Burn's own AdamW decays every parameter and clips per tensor; this one keeps PyTorch's
+//! semantics. State is keyed by parameter path, so it survives save and load.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// AdamW hyper-parameters (PyTorch's defaults but weight decay, which users set).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon (PyTorch: 1e-8; Burn's default is 1e-5).
+    pub eps: f64,
+    /// Decoupled weight decay applied to matrices (weights, embeddings); never to vectors
+    /// (biases, LayerNorm gains and shifts).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Moments {
+    m: Tensor<1>,
+    v: Tensor<1>,
+}
+
+/// AdamW with per-parameter state keyed by the parameter's module path.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    config: AdamWConfig,
+    step: u64,
+    state: HashMap<String, Moments>,
+}
+
+/// The result of one optimizer step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Factor the gradients were multiplied by (1 when not clipped).
+    pub clip_coef: f64,
+}
+
+/// Global L2 norm of all gradients of `module`, as `clip_grad_norm_` computes it.
+pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
+    struct Norm<'a> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for Norm<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let sq = g.powi_scalar(2).sum();
+                self.total = Some(match self.total.take() {
+                    Some(t) => t + sq,
+                    None => sq,
+                });
+            }
+        }
+    }
+    let mut v = Norm { grads, total: None };
+    module.visit(&mut v);
+    v.total
+        .map(|t| (t.into_scalar::<f32>() as f64).sqrt())
+        .unwrap_or(0.0)
+}
+
+/// `clip_grad_norm_`'s factor: `min(1, max_norm / (norm + 1e-6))`.
+pub fn clip_coefficient(norm: f64, max_norm: Option<f64>) -> f64 {
+    match max_norm {
+        Some(max) if max > 0.0 => (max / (norm + 1e-6)).min(1.0),
+        _ => 1.0,
+    }
+}
+
+struct Updater<'a> {
+    opt: &'a mut AdamW,
+    grads: &'a mut GradientsParams,
+    lr: f64,
+    clip: f64,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for Updater<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = self.grads.remove::<D>(id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let tracked = tensor.is_require_grad();
+        let shape = tensor.dims();
+        let n: usize = shape.iter().product();
+        let p = tensor.inner().reshape([n]);
+        let g = grad.reshape([n]);
+        let g = if self.clip < 1.0 {
+            g.mul_scalar(self.clip)
+        } else {
+            g
+        };
+        let key = self.path.join(".");
+        let c = self.opt.config;
+        let moments = match self.opt.state.remove(&key) {
+            Some(s) => s,
+            None => Moments {
+                m: Tensor::zeros([n], &p.device()),
+                v: Tensor::zeros([n], &p.device()),
+            },
+        };
+        let m = moments.m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
+        let v = moments.v.mul_scalar(c.beta2) + g.powi_scalar(2).mul_scalar(1.0 - c.beta2);
+        let t = self.opt.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2 = 1.0 - c.beta2.powi(t);
+        let decay = if D >= 2 { c.weight_decay } else { 0.0 };
+        let p = if decay > 0.0 {
+            p.mul_scalar(1.0 - self.lr * decay)
+        } else {
+            p
+        };
+        let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(c.eps);
+        let p = p - m.clone().div(denom).mul_scalar(self.lr / bc1);
+        self.opt.state.insert(key, Moments { m, v });
+        let mut out = Tensor::from_inner(p.reshape(shape));
+        if tracked {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+impl AdamW {
+    /// A fresh optimizer.
+    pub fn new(config: AdamWConfig) -> Self {
+        Self {
+            config,
+            step: 0,
+            state: HashMap::new(),
+        }
+    }
+
+    /// Number of steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// One step: clips all gradients together to `max_grad_norm` (if any), then updates every
+    /// parameter that has a gradient, with learning rate `lr`.
+    pub fn step<M: Module>(
+        &mut self,
+        lr: f64,
+        module: M,
+        mut grads: GradientsParams,
+        max_grad_norm: Option<f64>,
+    ) -> (M, StepInfo) {
+        let grad_norm = global_grad_norm(&module, &grads);
+        let clip = clip_coefficient(grad_norm, max_grad_norm);
+        self.step += 1;
+        let mut updater = Updater {
+            opt: self,
+            grads: &mut grads,
+            lr,
+            clip,
+            path: Vec::new(),
+        };
+        let module = module.map(&mut updater);
+        (
+            module,
+            StepInfo {
+                grad_norm,
+                clip_coef: clip,
+            },
+        )
+    }
+
+    /// Saves the optimizer state (step and moments) to `path`, atomically.
+    ///
+    /// Layout: the magic `MTLADAMW1\n`, a little-endian `u64` header length, a JSON header
+    /// (config, step, and each entry's path and length), then the moments as little-endian f32.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        #[derive(Serialize)]
+        struct Header<'a> {
+            config: AdamWConfig,
+            step: u64,
+            entries: Vec<(&'a str, usize)>,
+        }
+        let mut keys: Vec<&String> = self.state.keys().collect();
+        keys.sort();
+        let mut data: Vec<u8> = Vec::new();
+        let mut entries = Vec::new();
+        for key in keys {
+            let s = &self.state[key];
+            let m = s.m.clone().into_data().convert::<f32>();
+            let v = s.v.clone().into_data().convert::<f32>();
+            entries.push((key.as_str(), m.num_elements()));
+            data.extend_from_slice(m.as_bytes());
+            data.extend_from_slice(v.as_bytes());
+        }
+        let header = serde_json::to_vec(&Header {
+            config: self.config,
+            step: self.step,
+            entries,
+        })
+        .map_err(|e| Error::State {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut out = b"MTLADAMW1\n".to_vec();
+        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&data);
+        mtl_model::write_atomic(path, &out).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Loads a state written by [`save`](Self::save) onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Header {
+            config: AdamWConfig,
+            step: u64,
+            entries: Vec<(String, usize)>,
+        }
+        let bad = |message: &str| Error::State {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        };
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let rest = bytes
+            .strip_prefix(b"MTLADAMW1\n")
+            .ok_or_else(|| bad("not an mtl optimizer state"))?;
+        let (len, rest) = rest
+            .split_at_checked(8)
+            .ok_or_else(|| bad("truncated header"))?;
+        let len = u64::from_le_bytes(len.try_into().map_err(|_| bad("truncated header"))?) as usize;
+        let (header, mut data) = rest
+            .split_at_checked(len)
+            .ok_or_else(|| bad("truncated header"))?;
+        let header: Header = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+        let mut state = HashMap::new();
+        for (key, n) in header.entries {
+            let mut take = || -> Result<Tensor<1>> {
+                let (chunk, rest) = data
+                    .split_at_checked(n * 4)
+                    .ok_or_else(|| bad("truncated moments"))?;
+                data = rest;
+                let values: Vec<f32> = chunk
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                Ok(Tensor::from_data(TensorData::new(values, [n]), device))
+            };
+            let m = take()?;
+            let v = take()?;
+            state.insert(key, Moments { m, v });
+        }
+        if !data.is_empty() {
+            return Err(bad("trailing bytes after the moments"));
+        }
+        Ok(Self {
+            config: header.config,
+            step: header.step,
+            state,
+        })
+    }
+}
+
+/// Linear warmup from 0 to `base_lr` over `warmup_steps`, then linear decay to 0 at
+/// `total_steps`: `transformers.get_linear_schedule_with_warmup`. `step` counts optimizer
+/// steps already taken.
+pub fn linear_warmup_decay(base_lr: f64, step: u64, warmup_steps: u64, total_steps: u64) -> f64 {
+    if step < warmup_steps {
+        return base_lr * step as f64 / warmup_steps.max(1) as f64;
+    }
+    let remaining = total_steps.saturating_sub(step) as f64;
+    let span = total_steps.saturating_sub(warmup_steps).max(1) as f64;
+    base_lr * (remaining / span).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use serde_json::Value;
+
+    fn tensor_of(v: &Value, device: &Device) -> (Vec<f32>, Vec<usize>) {
+        let shape: Vec<usize> = serde_json::from_value(v["shape"].clone()).expect("shape");
+        let data: Vec<f32> = serde_json::from_value(v["data"].clone()).expect("data");
+        let _ = device;
+        (data, shape)
+    }
+
+    fn fixture() -> Value {
+        serde_json::from_str(include_str!("../tests/fixtures/torch/losses.json")).expect("fixture")
+    }
+
+    #[test]
+    fn schedule_matches_transformers() {
+        let fx = fixture();
+        let s = &fx["lr_schedule"];
+        let lrs: Vec<f64> = serde_json::from_value(s["lr"].clone()).expect("lr");
+        for (step, expected) in lrs.iter().enumerate() {
+            let got = linear_warmup_decay(1e-3, step as u64, 3, 10);
+            assert!(
+                (got - expected).abs() < 1e-12,
+                "step {step}: {got} vs {expected}"
+            );
+        }
+    }
+
+    /// A `Linear` holds a weight (matrix, decayed) and a bias (vector, not decayed): the same
+    /// parameter groups as the PyTorch fixture (a `[3, 4]` weight and a `[4]` bias, which is
+    /// Burn's `[in, out]` layout of a 3 -> 4 layer).
+    #[test]
+    fn adamw_matches_pytorch_over_three_steps() {
+        let fx = fixture();
+        let a = &fx["adamw"];
+        let device = Device::flex().autodiff();
+        let (w0, wshape) = tensor_of(&a["initial_params"]["weight"], &device);
+        let (b0, bshape) = tensor_of(&a["initial_params"]["bias"], &device);
+        let [d_in, d_out] = [wshape[0], wshape[1]];
+        assert_eq!(bshape, vec![d_out]);
+        let matrix =
+            |data: Vec<f32>| Tensor::<2>::from_data(TensorData::new(data, [d_in, d_out]), &device);
+        let vector =
+            |data: Vec<f32>| Tensor::<1>::from_data(TensorData::new(data, [d_out]), &device);
+        let mut layer: Linear = LinearConfig::new(d_in, d_out).init(&device);
+        layer.weight = Param::from_tensor(matrix(w0).require_grad());
+        layer.bias = Some(Param::from_tensor(vector(b0).require_grad()));
+        let mut opt = AdamW::new(AdamWConfig {
+            weight_decay: 0.01,
+            ..AdamWConfig::default()
+        });
+        let lr = a["lr"].as_f64().expect("lr");
+        let steps = a["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 3);
+        for step in steps {
+            let (gw, _) = tensor_of(&step["grads"]["weight"], &device);
+            let (gb, _) = tensor_of(&step["grads"]["bias"], &device);
+            let mut grads = GradientsParams::new();
+            grads.register(layer.weight.id, matrix(gw).inner());
+            grads.register(layer.bias.as_ref().expect("bias").id, vector(gb).inner());
+            let (next, _) = opt.step(lr, layer, grads, None);
+            layer = next;
+            let (ew, _) = tensor_of(&step["params_after"]["weight"], &device);
+            let (eb, _) = tensor_of(&step["params_after"]["bias"], &device);
+            let got_w = layer
+                .weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            let got_b = layer
+                .bias
+                .as_ref()
+                .expect("bias")
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            for (g, e) in got_w.iter().zip(&ew).chain(got_b.iter().zip(&eb)) {
+                assert!((g - e).abs() < 2e-6, "step {}: {g} vs {e}", step["step"]);
+            }
+        }
+    }
+
+    #[test]
+    fn clipping_matches_clip_grad_norm() {
+        let fx = fixture();
+        let device = Device::flex();
+        for case in fx["clip_grad_norm"].as_array().expect("cases") {
+            let grads: Vec<Vec<f32>> = case["grads_in"]
+                .as_array()
+                .expect("grads")
+                .iter()
+                .map(|g| tensor_of(g, &device).0)
+                .collect();
+            let norm: f64 = grads
+                .iter()
+                .flatten()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum::<f64>()
+                .sqrt();
+            let expected = case["total_norm"].as_f64().expect("norm");
+            assert!((norm - expected).abs() < 1e-5, "{norm} vs {expected}");
+            let coef = clip_coefficient(norm, Some(case["max_norm"].as_f64().expect("max")));
+            let expected_coef = case["clip_coef"].as_f64().expect("coef");
+            assert!(
+                (coef - expected_coef).abs() < 1e-6,
+                "{coef} vs {expected_coef}"
+            );
+            let outs: Vec<Vec<f32>> = case["grads_out"]
+                .as_array()
+                .expect("out")
+                .iter()
+                .map(|g| tensor_of(g, &device).0)
+                .collect();
+            for (gi, go) in grads.iter().zip(&outs) {
+                for (x, y) in gi.iter().zip(go) {
+                    assert!(((*x as f64) * coef - *y as f64).abs() < 1e-6);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn global_norm_sums_over_every_parameter() {
+        let device = Device::flex().autodiff();
+        let layer: Linear = LinearConfig::new(3, 2).init(&device);
+        let x = Tensor::<2>::ones([4, 3], &device);
+        let loss = layer.forward(x).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &layer);
+        let gw = grads
+            .get::<2>(layer.weight.id)
+            .expect("w")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let gb = grads
+            .get::<1>(layer.bias.as_ref().expect("b").id)
+            .expect("b")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let expected: f64 = gw
+            .iter()
+            .chain(&gb)
+            .map(|&x| (x as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((global_grad_norm(&layer, &grads) - expected).abs() < 1e-5);
+    }
+
+    #[test]
+    fn state_round_trips_and_rejects_truncation() {
+        let device = Device::flex().autodiff();
+        let layer: Linear = LinearConfig::new(3, 2).init(&device);
+        let loss = layer.forward(Tensor::<2>::ones([1, 3], &device)).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &layer);
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let _ = opt.step(1e-3, layer, grads, Some(1.0));
+        let path = std::env::temp_dir().join(format!("mtl-adamw-{}.bin", std::process::id()));
+        opt.save(&path).expect("saved");
+        let back = AdamW::load(&path, &Device::flex()).expect("loaded");
+        assert_eq!(back.steps(), 1);
+        assert_eq!(back.state.len(), opt.state.len());
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("write");
+        assert!(matches!(
+            AdamW::load(&path, &Device::flex()),
+            Err(Error::State { .. })
+        ));
+        std::fs::remove_file(&path).ok();
+    }
+}

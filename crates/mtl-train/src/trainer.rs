@@ -1,0 +1,713 @@
+//! The training loop: task sampling, masked losses, AdamW with warmup/decay and global-norm
+//! clipping, per-epoch validation, run directories with atomic checkpoints, resume, early
+//! stopping and progress reporting.
+
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use mtl_data::{Encoded, Encoder, Example, MultitaskBatcher, plan_batches};
+use mtl_model::{MultitaskTransformer, Task, write_atomic};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::eval::{EvalReport, evaluate};
+use crate::loss::{cross_entropy, token_cross_entropy};
+use crate::optim::{AdamW, AdamWConfig, linear_warmup_decay};
+use crate::sampler::{Pick, SamplingStrategy, TaskSampler};
+
+/// Weights of the per-task losses.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossWeights {
+    /// Weight of the classification loss.
+    pub classification: f64,
+    /// Weight of the NER loss.
+    pub ner: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            classification: 1.0,
+            ner: 1.0,
+        }
+    }
+}
+
+/// The validation number that picks the best checkpoint and drives early stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectMetric {
+    /// Mean of classification accuracy and entity F1.
+    #[default]
+    Combined,
+    /// Classification accuracy.
+    Accuracy,
+    /// Entity-level F1 (seqeval default mode).
+    EntityF1,
+    /// Frame accuracy.
+    FrameAccuracy,
+    /// Sum of the validation losses (lower is better).
+    Loss,
+}
+
+impl SelectMetric {
+    fn score(self, r: &EvalReport) -> f64 {
+        match self {
+            SelectMetric::Combined => r.combined_score(),
+            SelectMetric::Accuracy => r.classification.as_ref().map_or(0.0, |c| c.accuracy),
+            SelectMetric::EntityF1 => r.ner.as_ref().map_or(0.0, |n| n.f1),
+            SelectMetric::FrameAccuracy => r.frame_accuracy.unwrap_or(0.0),
+            SelectMetric::Loss => {
+                let c = r
+                    .classification
+                    .as_ref()
+                    .and_then(|c| c.loss)
+                    .unwrap_or(0.0);
+                let n = r.ner.as_ref().and_then(|n| n.loss).unwrap_or(0.0);
+                -(c + n)
+            }
+        }
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressMode {
+    /// A bar on a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    /// Plain lines, one per epoch.
+    Plain,
+    /// Nothing.
+    Off,
+}
+
+/// Every training option. Defaults suit training a small model from scratch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Evaluation batch size.
+    pub eval_batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Linear warmup steps, then linear decay to zero.
+    pub warmup_steps: u64,
+    /// AdamW weight decay (not on biases and LayerNorm).
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (`None`: no clipping).
+    pub max_grad_norm: Option<f64>,
+    /// AdamW beta1.
+    pub adam_beta1: f64,
+    /// AdamW beta2.
+    pub adam_beta2: f64,
+    /// AdamW epsilon (PyTorch's 1e-8).
+    pub adam_eps: f64,
+    /// Which task each batch trains.
+    pub sampling: SamplingStrategy,
+    /// Per-task loss weights.
+    pub loss_weights: LossWeights,
+    /// Seed of shuffling, task sampling, dropout and initialisation.
+    pub seed: u64,
+    /// Group examples of similar length into batches (less padding).
+    pub bucketing: bool,
+    /// Stop after this many epochs without improvement of `select_metric`.
+    pub patience: Option<usize>,
+    /// Metric that picks the best checkpoint.
+    pub select_metric: SelectMetric,
+    /// Progress display.
+    pub progress: ProgressMode,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 32,
+            eval_batch_size: 128,
+            learning_rate: 5e-4,
+            warmup_steps: 100,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            sampling: SamplingStrategy::Joint,
+            loss_weights: LossWeights::default(),
+            seed: 42,
+            bucketing: true,
+            patience: None,
+            select_metric: SelectMetric::Combined,
+            progress: ProgressMode::Auto,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |option, message: &str| {
+            Err(Error::Option {
+                option,
+                message: message.into(),
+            })
+        };
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("batch_size", "must be positive");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad("learning_rate", "must be a positive number");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", "must be zero or positive");
+        }
+        if let SamplingStrategy::Temperature { temperature } = self.sampling
+            && !(temperature.is_finite() && temperature > 0.0)
+        {
+            return bad("sampling.temperature", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// One epoch of the history (one line of `history.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's steps (weighted sum for joint steps).
+    pub train_loss: f64,
+    /// Mean classification training loss over the steps that trained it.
+    pub train_loss_classification: Option<f64>,
+    /// Mean NER training loss over the steps that trained it.
+    pub train_loss_ner: Option<f64>,
+    /// Validation classification loss.
+    pub valid_loss_classification: Option<f64>,
+    /// Validation NER loss.
+    pub valid_loss_ner: Option<f64>,
+    /// Validation classification accuracy.
+    pub valid_accuracy: Option<f64>,
+    /// Validation entity F1 (seqeval, default mode).
+    pub valid_entity_f1: Option<f64>,
+    /// Validation NER token accuracy without padding.
+    pub valid_token_accuracy: Option<f64>,
+    /// Validation frame accuracy.
+    pub valid_frame_accuracy: Option<f64>,
+    /// Value of the selection metric.
+    pub score: Option<f64>,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Optimizer steps taken so far.
+    pub step: u64,
+    /// Steps per task this epoch: [classification, ner, joint].
+    pub steps_per_task: [u64; 3],
+    /// Wall time of the epoch (training and validation), seconds.
+    pub seconds: f64,
+    /// Full validation report.
+    pub valid: Option<EvalReport>,
+}
+
+/// The per-epoch history a training returns, as the seed's `train_model`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// One record per finished epoch.
+    pub epochs: Vec<EpochRecord>,
+}
+
+/// What [`fit`] returns.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The model after the last epoch, in evaluation mode on the plain device.
+    pub model: MultitaskTransformer,
+    /// The history.
+    pub history: History,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    epochs_done: usize,
+    step: u64,
+    best_score: Option<f64>,
+    bad_epochs: usize,
+    history: History,
+    config: TrainConfig,
+}
+
+/// File of the training config inside a run directory.
+pub const TRAIN_CONFIG_FILE: &str = "train_config.json";
+/// File of the history inside a run directory.
+pub const HISTORY_FILE: &str = "history.jsonl";
+/// Sub-directory with the last checkpoint (model, encoder, optimizer and trainer state).
+pub const LAST_DIR: &str = "last";
+/// Sub-directory with the best model (model and encoder).
+pub const BEST_DIR: &str = "best";
+const OPTIMIZER_FILE: &str = "optimizer.bin";
+const STATE_FILE: &str = "trainer_state.json";
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a complete model directory next to `dir` and swaps it in, so that `dir` always holds
+/// either the previous complete checkpoint or the new one.
+fn swap_in_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let fresh = dir.with_extension("new");
+    let old = dir.with_extension("old");
+    if fresh.exists() {
+        fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
+    }
+    fs::create_dir_all(&fresh).map_err(io(&fresh))?;
+    write(&fresh)?;
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    if dir.exists() {
+        fs::rename(dir, &old).map_err(io(dir))?;
+    }
+    fs::rename(&fresh, dir).map_err(io(&fresh))?;
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
+}
+
+/// Resolves a checkpoint directory, falling back to the `.old` copy a kill between the two
+/// renames of a swap leaves behind.
+pub fn checkpoint_dir(dir: &Path) -> PathBuf {
+    let old = dir.with_extension("old");
+    if !dir.exists() && old.exists() {
+        old
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Saves a model with its encoder (tokenizer and label maps) into `dir`.
+pub fn save_model_dir(model: &MultitaskTransformer, encoder: &Encoder, dir: &Path) -> Result<()> {
+    model.save_dir(dir)?;
+    encoder.save(dir)?;
+    Ok(())
+}
+
+/// Loads a model directory written by [`save_model_dir`] (or a run directory: its `best/`,
+/// else its `last/`).
+pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(MultitaskTransformer, Encoder)> {
+    let dir = resolve_model_dir(dir);
+    let model = MultitaskTransformer::load_dir(&dir, device)?;
+    let encoder = Encoder::load(&dir)?;
+    Ok((model, encoder))
+}
+
+/// A run directory resolves to its best model, else its last; a model directory to itself.
+pub fn resolve_model_dir(dir: &Path) -> PathBuf {
+    for sub in [BEST_DIR, LAST_DIR] {
+        let d = checkpoint_dir(&dir.join(sub));
+        if d.join(mtl_model::io::CONFIG_FILE).exists() {
+            return d;
+        }
+    }
+    dir.to_path_buf()
+}
+
+struct Progress {
+    bar: Option<ProgressBar>,
+    plain: bool,
+}
+
+impl Progress {
+    fn new(mode: ProgressMode, steps: u64, epoch: usize, epochs: usize) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        match mode {
+            ProgressMode::Auto if terminal => {
+                let bar = ProgressBar::new(steps);
+                if let Ok(style) = ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_prefix(format!("{epoch}/{epochs}"));
+                Self {
+                    bar: Some(bar),
+                    plain: false,
+                }
+            }
+            ProgressMode::Off => Self {
+                bar: None,
+                plain: false,
+            },
+            _ => Self {
+                bar: None,
+                plain: true,
+            },
+        }
+    }
+    fn step(&self, loss: f64, lr: f64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+        }
+    }
+    fn finish(&self, line: &str) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if self.bar.is_some() || self.plain {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn labelled_counts(encoded: &[Encoded]) -> [usize; 2] {
+    [
+        encoded
+            .iter()
+            .filter(|e| e.has_label && e.label_target >= 0)
+            .count(),
+        encoded.iter().filter(|e| e.has_tags).count(),
+    ]
+}
+
+/// Trains `model` on `train`, validating on `valid` after every epoch.
+///
+/// With `run_dir`, writes `train_config.json`, `history.jsonl`, `last/` (model, encoder,
+/// optimizer and trainer state, for [`resume`]) and `best/` (by `config.select_metric`), every
+/// file atomically. `device` is the plain device; training runs on its autodiff twin.
+pub fn fit(
+    model: MultitaskTransformer,
+    encoder: &Encoder,
+    train: &[Example],
+    valid: Option<&[Example]>,
+    config: &TrainConfig,
+    run_dir: Option<&Path>,
+    device: &Device,
+) -> Result<TrainOutcome> {
+    config.validate()?;
+    let optimizer = AdamW::new(AdamWConfig {
+        beta1: config.adam_beta1,
+        beta2: config.adam_beta2,
+        eps: config.adam_eps,
+        weight_decay: config.weight_decay,
+    });
+    let state = TrainerState {
+        epochs_done: 0,
+        step: 0,
+        best_score: None,
+        bad_epochs: 0,
+        history: History::default(),
+        config: config.clone(),
+    };
+    if let Some(dir) = run_dir {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let json = serde_json::to_vec_pretty(config).map_err(|e| Error::State {
+            path: dir.join(TRAIN_CONFIG_FILE),
+            message: e.to_string(),
+        })?;
+        write_atomic(&dir.join(TRAIN_CONFIG_FILE), &json).map_err(io(dir))?;
+    }
+    run_epochs(
+        model, optimizer, state, encoder, train, valid, run_dir, device,
+    )
+}
+
+/// Continues the run in `run_dir` from its last checkpoint (model, optimizer, scheduler,
+/// sampler and random state) up to `epochs` in total (`None`: the run's own setting).
+pub fn resume(
+    run_dir: &Path,
+    train: &[Example],
+    valid: Option<&[Example]>,
+    epochs: Option<usize>,
+    device: &Device,
+) -> Result<TrainOutcome> {
+    let last = checkpoint_dir(&run_dir.join(LAST_DIR));
+    let state_path = last.join(STATE_FILE);
+    let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let mut state: TrainerState = serde_json::from_str(&text).map_err(|e| Error::State {
+        path: state_path.clone(),
+        message: e.to_string(),
+    })?;
+    if let Some(epochs) = epochs {
+        state.config.epochs = epochs;
+    }
+    let (model, encoder) = load_model_dir(&last, device)?;
+    let optimizer = AdamW::load(&last.join(OPTIMIZER_FILE), &device.clone().autodiff())?;
+    run_epochs(
+        model,
+        optimizer,
+        state,
+        &encoder,
+        train,
+        valid,
+        Some(run_dir),
+        device,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_epochs(
+    model: MultitaskTransformer,
+    mut optimizer: AdamW,
+    mut state: TrainerState,
+    encoder: &Encoder,
+    train: &[Example],
+    valid: Option<&[Example]>,
+    run_dir: Option<&Path>,
+    device: &Device,
+) -> Result<TrainOutcome> {
+    let config = state.config.clone();
+    let ad_device = device.clone().autodiff();
+    let mut model = model.to_device(&ad_device).train();
+    let (encoded, _) = encoder.encode_all(train)?;
+    let counts = labelled_counts(&encoded);
+    if counts == [0, 0] {
+        return Err(Error::NoLabels);
+    }
+    let sampler = TaskSampler::new(config.sampling, counts);
+    let batcher = MultitaskBatcher {
+        pad_id: encoder.text.pad_id(),
+    };
+    let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
+    let batches_per_epoch = lengths.len().div_ceil(config.batch_size) as u64;
+    let total_steps = batches_per_epoch * config.epochs as u64;
+    let mut stopped_early = false;
+
+    for epoch in state.epochs_done + 1..=config.epochs {
+        let started = Instant::now();
+        // Every epoch has its own seed: a resumed run replays exactly what an unbroken one does.
+        let epoch_seed = config
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(epoch as u64);
+        let mut rng = StdRng::seed_from_u64(epoch_seed);
+        ad_device.seed(epoch_seed);
+        let plan = plan_batches(
+            &lengths,
+            config.batch_size,
+            Some(&mut rng),
+            config.bucketing,
+        );
+        let progress = Progress::new(config.progress, plan.len() as u64, epoch, config.epochs);
+        let (mut sum, mut n) = (0.0f64, 0u64);
+        let mut task_sums = [(0.0f64, 0u64); 2];
+        let mut steps_per_task = [0u64; 3];
+        let mut lr = linear_warmup_decay(
+            config.learning_rate,
+            state.step,
+            config.warmup_steps,
+            total_steps,
+        );
+        for indices in plan {
+            let items: Vec<&Encoded> = indices.iter().map(|&i| &encoded[i]).collect();
+            let available = [
+                items.iter().any(|e| e.has_label && e.label_target >= 0),
+                items.iter().any(|e| e.has_tags),
+            ];
+            let Some(pick) = sampler.pick(state.step, available, &mut rng) else {
+                continue;
+            };
+            let batch = batcher.batch(&items, &ad_device);
+            let w = config.loss_weights;
+            let (loss, parts): (Tensor<1>, [Option<f32>; 2]) = match pick {
+                Pick::One(Task::Classification) => {
+                    steps_per_task[0] += 1;
+                    let l = cross_entropy(
+                        model.classify(batch.tokens, batch.padding_mask),
+                        batch.label_targets,
+                    );
+                    let v = l.mean.clone().into_scalar::<f32>();
+                    (l.mean.mul_scalar(w.classification), [Some(v), None])
+                }
+                Pick::One(Task::Ner) => {
+                    steps_per_task[1] += 1;
+                    let l = token_cross_entropy(
+                        model.tag(batch.tokens, batch.padding_mask),
+                        batch.tag_targets,
+                    );
+                    let v = l.mean.clone().into_scalar::<f32>();
+                    (l.mean.mul_scalar(w.ner), [None, Some(v)])
+                }
+                Pick::Both => {
+                    steps_per_task[2] += 1;
+                    let out = model.forward_joint(batch.tokens, batch.padding_mask);
+                    let lc = cross_entropy(out.classification, batch.label_targets);
+                    let ln = token_cross_entropy(out.ner, batch.tag_targets);
+                    let parts = [
+                        (lc.count > 0).then(|| lc.mean.clone().into_scalar::<f32>()),
+                        (ln.count > 0).then(|| ln.mean.clone().into_scalar::<f32>()),
+                    ];
+                    (
+                        lc.mean.mul_scalar(w.classification) + ln.mean.mul_scalar(w.ner),
+                        parts,
+                    )
+                }
+            };
+            for (i, part) in parts.iter().enumerate() {
+                if let Some(v) = part {
+                    if !v.is_finite() {
+                        progress.finish("");
+                        return Err(Error::NonFiniteLoss {
+                            task: Task::ALL[i].name(),
+                            value: *v,
+                            epoch,
+                            step: state.step,
+                        });
+                    }
+                    task_sums[i].0 += *v as f64;
+                    task_sums[i].1 += 1;
+                }
+            }
+            let total =
+                parts[0].unwrap_or(0.0) as f64 * w.classification * parts[0].is_some() as u8 as f64
+                    + parts[1].unwrap_or(0.0) as f64 * w.ner * parts[1].is_some() as u8 as f64;
+            sum += total;
+            n += 1;
+            lr = linear_warmup_decay(
+                config.learning_rate,
+                state.step,
+                config.warmup_steps,
+                total_steps,
+            );
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (next, _) = optimizer.step(lr, model, grads, config.max_grad_norm);
+            model = next;
+            state.step += 1;
+            progress.step(sum / n as f64, lr);
+        }
+
+        let eval_model = model.valid();
+        let report = match valid {
+            Some(v) if !v.is_empty() => {
+                Some(evaluate(&eval_model, encoder, v, config.eval_batch_size, device)?.0)
+            }
+            _ => None,
+        };
+        let score = report.as_ref().map(|r| config.select_metric.score(r));
+        let mean = |(s, c): (f64, u64)| (c > 0).then(|| s / c as f64);
+        let record = EpochRecord {
+            epoch,
+            train_loss: if n > 0 { sum / n as f64 } else { 0.0 },
+            train_loss_classification: mean(task_sums[0]),
+            train_loss_ner: mean(task_sums[1]),
+            valid_loss_classification: report
+                .as_ref()
+                .and_then(|r| r.classification.as_ref())
+                .and_then(|c| c.loss),
+            valid_loss_ner: report
+                .as_ref()
+                .and_then(|r| r.ner.as_ref())
+                .and_then(|c| c.loss),
+            valid_accuracy: report
+                .as_ref()
+                .and_then(|r| r.classification.as_ref())
+                .map(|c| c.accuracy),
+            valid_entity_f1: report.as_ref().and_then(|r| r.ner.as_ref()).map(|c| c.f1),
+            valid_token_accuracy: report
+                .as_ref()
+                .and_then(|r| r.ner.as_ref())
+                .map(|c| c.token_accuracy),
+            valid_frame_accuracy: report.as_ref().and_then(|r| r.frame_accuracy),
+            score,
+            lr,
+            step: state.step,
+            steps_per_task,
+            seconds: started.elapsed().as_secs_f64(),
+            valid: report,
+        };
+        progress.finish(&epoch_line(&record, config.epochs));
+        let improved = match (score, state.best_score) {
+            (Some(s), Some(best)) => s > best,
+            (Some(_), None) => true,
+            (None, _) => true,
+        };
+        if improved {
+            state.best_score = score.or(state.best_score);
+            state.bad_epochs = 0;
+        } else {
+            state.bad_epochs += 1;
+        }
+        state.epochs_done = epoch;
+        state.history.epochs.push(record);
+        if let Some(dir) = run_dir {
+            write_checkpoint(dir, &eval_model, encoder, &optimizer, &state, improved)?;
+        }
+        if let Some(patience) = config.patience
+            && state.bad_epochs >= patience
+            && epoch < config.epochs
+        {
+            eprintln!("early stopping: no improvement in {patience} epochs");
+            stopped_early = true;
+            break;
+        }
+    }
+    Ok(TrainOutcome {
+        model: model.valid(),
+        history: state.history,
+        stopped_early,
+    })
+}
+
+fn write_checkpoint(
+    dir: &Path,
+    model: &MultitaskTransformer,
+    encoder: &Encoder,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    best: bool,
+) -> Result<()> {
+    swap_in_dir(&dir.join(LAST_DIR), |d| {
+        save_model_dir(model, encoder, d)?;
+        optimizer.save(&d.join(OPTIMIZER_FILE))?;
+        let json = serde_json::to_vec(state).map_err(|e| Error::State {
+            path: d.join(STATE_FILE),
+            message: e.to_string(),
+        })?;
+        write_atomic(&d.join(STATE_FILE), &json).map_err(io(d))
+    })?;
+    if best {
+        swap_in_dir(&dir.join(BEST_DIR), |d| save_model_dir(model, encoder, d))?;
+    }
+    let mut lines = String::new();
+    for record in &state.history.epochs {
+        let line = serde_json::to_string(record).map_err(|e| Error::State {
+            path: dir.join(HISTORY_FILE),
+            message: e.to_string(),
+        })?;
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    write_atomic(&dir.join(HISTORY_FILE), lines.as_bytes()).map_err(io(dir))
+}
+
+fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
+    let mut line = format!("epoch {}/{epochs} train_loss {:.4}", r.epoch, r.train_loss);
+    let fields = [
+        ("val_loss_cls", r.valid_loss_classification),
+        ("val_loss_ner", r.valid_loss_ner),
+        ("val_acc", r.valid_accuracy),
+        ("val_f1", r.valid_entity_f1),
+        ("val_frame", r.valid_frame_accuracy),
+    ];
+    for (name, value) in fields {
+        if let Some(v) = value {
+            line.push_str(&format!(" {name} {v:.4}"));
+        }
+    }
+    line.push_str(&format!(" lr {:.2e} ({:.1}s)", r.lr, r.seconds));
+    line
+}

@@ -1,0 +1,295 @@
+//! End-to-end training tests on a small synthetic dataset: the model learns under every sampling
+//! strategy, training is reproducible, and resume equals an unbroken run.
+
+use burn::tensor::Device;
+use mtl_data::Encoder;
+use mtl_model::{MultitaskConfig, MultitaskTransformer};
+use mtl_train::sampler::SamplingStrategy;
+use mtl_train::trainer::{ProgressMode, TrainConfig};
+use mtl_train::{MultitaskDataset, evaluate, fit, resume};
+
+/// Intent from the verb, slots from the city / day words; 48 sentences.
+fn synthetic() -> MultitaskDataset {
+    let verbs = [
+        ("fly", "travel"),
+        ("weather", "forecast"),
+        ("call", "phone"),
+    ];
+    let cities = ["paris", "new york", "rome", "san jose"];
+    let days = ["monday", "friday"];
+    let mut texts = Vec::new();
+    let mut labels = Vec::new();
+    let mut tags = Vec::new();
+    for (verb, intent) in verbs {
+        for city in cities {
+            for day in days {
+                for order in 0..2 {
+                    let mut words = vec![verb.to_string()];
+                    let mut t = vec!["O".to_string()];
+                    let add =
+                        |span: &str, ty: &str, words: &mut Vec<String>, t: &mut Vec<String>| {
+                            for (i, w) in span.split(' ').enumerate() {
+                                words.push(w.to_string());
+                                t.push(format!("{}-{ty}", if i == 0 { "B" } else { "I" }));
+                            }
+                        };
+                    if order == 0 {
+                        words.push("to".into());
+                        t.push("O".into());
+                        add(city, "city", &mut words, &mut t);
+                        words.push("on".into());
+                        t.push("O".into());
+                        add(day, "day", &mut words, &mut t);
+                    } else {
+                        add(day, "day", &mut words, &mut t);
+                        words.push("in".into());
+                        t.push("O".into());
+                        add(city, "city", &mut words, &mut t);
+                    }
+                    texts.push(words.join(" "));
+                    labels.push(intent);
+                    tags.push(t);
+                }
+            }
+        }
+    }
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let label_refs: Vec<Option<&str>> = labels.iter().map(|l| Some(*l)).collect();
+    let tag_refs: Vec<Option<Vec<&str>>> = tags
+        .iter()
+        .map(|t| Some(t.iter().map(String::as_str).collect()))
+        .collect();
+    MultitaskDataset::new(&text_refs, &label_refs, &tag_refs).expect("valid data")
+}
+
+/// Burn's CPU backend has one random generator per process (dropout, initialisation): tests that
+/// compare runs must not train concurrently.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn small_model(encoder: &Encoder, device: &Device) -> MultitaskTransformer {
+    let config = MultitaskConfig::new(
+        encoder.text.vocab_size(),
+        encoder.labels.len(),
+        encoder.tags.len(),
+    )
+    .with_d_model(32)
+    .with_nhead(2)
+    .with_num_encoder_layers(1)
+    .with_dim_feedforward(64)
+    .with_dropout(0.1)
+    .with_max_seq_length(32);
+    device.seed(7);
+    MultitaskTransformer::new(&config, device).expect("valid config")
+}
+
+fn config(sampling: SamplingStrategy, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 8,
+        learning_rate: 3e-3,
+        warmup_steps: 5,
+        weight_decay: 0.01,
+        sampling,
+        seed: 3,
+        progress: ProgressMode::Off,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn learns_both_heads_under_every_sampling_strategy() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    for sampling in [
+        SamplingStrategy::Random,
+        SamplingStrategy::Proportional,
+        SamplingStrategy::Temperature { temperature: 2.0 },
+        SamplingStrategy::RoundRobin,
+        SamplingStrategy::Joint,
+    ] {
+        // Task-sampled strategies train each head on about half the steps.
+        let epochs = if sampling == SamplingStrategy::Joint {
+            15
+        } else {
+            25
+        };
+        let out = fit(
+            small_model(&encoder, &device),
+            &encoder,
+            &data.examples,
+            None,
+            &config(sampling, epochs),
+            None,
+            &device,
+        )
+        .expect("trains");
+        let (report, _) =
+            evaluate(&out.model, &encoder, &data.examples, 64, &device).expect("evaluates");
+        let acc = report.classification.as_ref().expect("cls").accuracy;
+        let f1 = report.ner.as_ref().expect("ner").f1;
+        assert_eq!(
+            (acc, f1),
+            (1.0, 1.0),
+            "{sampling:?}: accuracy {acc}, entity F1 {f1}, history {:?}",
+            out.history
+                .epochs
+                .iter()
+                .map(|e| e.train_loss)
+                .collect::<Vec<_>>()
+        );
+        let first = out.history.epochs.first().expect("epochs").train_loss;
+        let last = out.history.epochs.last().expect("epochs").train_loss;
+        assert!(last < first / 4.0, "{sampling:?}: loss {first} -> {last}");
+    }
+}
+
+#[test]
+fn same_seed_same_history() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    let run = || {
+        fit(
+            small_model(&encoder, &device),
+            &encoder,
+            &data.examples,
+            Some(&data.examples[..12]),
+            &config(SamplingStrategy::Random, 2),
+            None,
+            &device,
+        )
+        .expect("trains")
+        .history
+    };
+    let (a, b) = (run(), run());
+    let strip = |h: &mtl_train::History| {
+        h.epochs
+            .iter()
+            .map(|e| {
+                (
+                    e.train_loss,
+                    e.valid_loss_classification,
+                    e.valid_loss_ner,
+                    e.steps_per_task,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&a), strip(&b));
+}
+
+#[test]
+fn one_epoch_then_resume_equals_two_epochs() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    let base = std::env::temp_dir().join(format!("mtl-resume-{}", std::process::id()));
+    let (full_dir, split_dir) = (base.join("full"), base.join("split"));
+    let cfg = config(SamplingStrategy::Random, 2);
+    let valid = Some(&data.examples[..12]);
+    let full = fit(
+        small_model(&encoder, &device),
+        &encoder,
+        &data.examples,
+        valid,
+        &cfg,
+        Some(&full_dir),
+        &device,
+    )
+    .expect("full");
+    let one = TrainConfig {
+        epochs: 1,
+        ..cfg.clone()
+    };
+    fit(
+        small_model(&encoder, &device),
+        &encoder,
+        &data.examples,
+        valid,
+        &one,
+        Some(&split_dir),
+        &device,
+    )
+    .expect("first epoch");
+    let resumed = resume(&split_dir, &data.examples, valid, Some(2), &device).expect("resumed");
+    assert_eq!(resumed.history.epochs.len(), 2);
+    let a = full.history.epochs[1].train_loss;
+    let b = resumed.history.epochs[1].train_loss;
+    assert!((a - b).abs() < 1e-4, "train loss {a} vs {b}");
+    let (ra, _) = evaluate(&full.model, &encoder, &data.examples, 64, &device).expect("eval");
+    let (rb, _) = evaluate(&resumed.model, &encoder, &data.examples, 64, &device).expect("eval");
+    let la = ra
+        .classification
+        .as_ref()
+        .and_then(|c| c.loss)
+        .expect("loss");
+    let lb = rb
+        .classification
+        .as_ref()
+        .and_then(|c| c.loss)
+        .expect("loss");
+    assert!((la - lb).abs() < 1e-4, "classification loss {la} vs {lb}");
+    // Run directory contents.
+    for f in [
+        "train_config.json",
+        "history.jsonl",
+        "last/model.bpk",
+        "last/optimizer.bin",
+        "best/model.bpk",
+        "best/config.json",
+    ] {
+        assert!(split_dir.join(f).exists(), "{f} missing");
+    }
+    let history = std::fs::read_to_string(split_dir.join("history.jsonl")).expect("history");
+    assert_eq!(history.lines().count(), 2);
+    let first: serde_json::Value =
+        serde_json::from_str(history.lines().next().expect("line")).expect("json");
+    for key in [
+        "epoch",
+        "train_loss",
+        "train_loss_classification",
+        "train_loss_ner",
+        "valid_loss_classification",
+        "valid_loss_ner",
+        "lr",
+        "valid_accuracy",
+        "valid_entity_f1",
+    ] {
+        assert!(first.get(key).is_some(), "history lacks {key}");
+    }
+    std::fs::remove_dir_all(&base).ok();
+}
+
+#[test]
+fn diverging_loss_is_a_clear_error() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    let mut cfg = config(SamplingStrategy::Joint, 3);
+    cfg.learning_rate = 1e30;
+    cfg.warmup_steps = 0;
+    cfg.max_grad_norm = None;
+    let err = fit(
+        small_model(&encoder, &device),
+        &encoder,
+        &data.examples,
+        None,
+        &cfg,
+        None,
+        &device,
+    )
+    .expect_err("must diverge");
+    assert!(
+        matches!(err, mtl_train::Error::NonFiniteLoss { .. }),
+        "{err}"
+    );
+}
