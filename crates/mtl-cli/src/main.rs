@@ -1,1 +1,156 @@
-fn main() {}
+//! `mtl`: train, evaluate and serve joint sentence-classification + NER models.
+
+mod commands;
+mod config;
+mod device;
+mod plot;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Multitask Transformers for sentence classification and NER / slot filling.
+#[derive(Debug, Parser)]
+#[command(name = "mtl", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a joint model; writes a run directory (checkpoints, history, metrics, curve).
+    Train(TrainArgs),
+    /// Evaluate a trained model on labelled data; prints one JSON object.
+    Eval(EvalArgs),
+    /// Predict labels and entities for texts (arguments, or one per line on stdin); JSON lines.
+    Predict(PredictArgs),
+    /// Score predicted tags against gold tags (CoNLL columns, tag last), as seqeval does.
+    Score(ScoreArgs),
+}
+
+/// Data location and format, shared by `train` and `eval`.
+#[derive(Debug, Args)]
+struct DataArgs {
+    /// A JointBERT directory (train/ dev/ test/), a CoNLL file or a JSONL file.
+    #[arg(long)]
+    data: PathBuf,
+    /// jointbert, conll or jsonl (detected from the path when absent).
+    #[arg(long)]
+    format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Validation data (default: the dev split of --data).
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Run directory to create.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with model and training options (see configs/example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of epochs (overrides the config).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Random seed (overrides the config).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Learning rate (overrides the config).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Batch size (overrides the config).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Task sampling: random, proportional, temperature[:T], round-robin, joint.
+    #[arg(long)]
+    sampling: Option<String>,
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Replace an existing run directory.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Show plain progress lines instead of a bar.
+    #[arg(long)]
+    plain: bool,
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// A run directory (its best model) or a model directory.
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Split of a JointBERT directory (or train/dev/test files in a directory).
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Write predictions here, in CoNLL columns (word, gold tag, predicted tag).
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+struct PredictArgs {
+    /// A run directory (its best model) or a model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Texts to label; without any, one text per line is read from stdin.
+    texts: Vec<String>,
+    /// Number of sentence labels in `top_k`.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    /// Gold file: CoNLL columns, tag in the last column, blank line between sentences.
+    #[arg(long)]
+    gold: PathBuf,
+    /// Predicted file, same layout (tag in the last column).
+    #[arg(long)]
+    pred: PathBuf,
+    /// iob2 or iobes.
+    #[arg(long, default_value = "iob2")]
+    scheme: String,
+    /// default (conlleval) or strict.
+    #[arg(long, default_value = "default")]
+    mode: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => commands::train(a),
+        Command::Eval(a) => commands::eval(a),
+        Command::Predict(a) => commands::predict(a),
+        Command::Score(a) => commands::score(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

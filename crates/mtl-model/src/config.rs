@@ -228,14 +228,16 @@ impl MultitaskConfig {
                 return Err(ConfigError::Zero { field }.into());
             }
         }
-        if self.d_model % self.nhead != 0 {
+        if !self.d_model.is_multiple_of(self.nhead) {
             return Err(ConfigError::HeadsDoNotDivide {
                 d_model: self.d_model,
                 nhead: self.nhead,
             }
             .into());
         }
-        if self.positional_encoding == PositionalEncoding::Sinusoidal && self.d_model % 2 != 0 {
+        if self.positional_encoding == PositionalEncoding::Sinusoidal
+            && !self.d_model.is_multiple_of(2)
+        {
             return Err(ConfigError::OddSinusoidal {
                 d_model: self.d_model,
             }

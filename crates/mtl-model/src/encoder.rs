@@ -153,7 +153,9 @@ impl TransformerEncoder {
         let pad = config.pad_token_id;
         token_embedding.weight = token_embedding.weight.map(|w| {
             let [_, d] = w.dims();
+            // `detach`: on an autodiff device the result must stay a leaf that can be trained.
             w.slice_assign([pad..pad + 1, 0..d], Tensor::zeros([1, d], device))
+                .detach()
         });
         let position_embedding = (config.positional_encoding == PositionalEncoding::Learned)
             .then(|| EmbeddingConfig::new(config.max_seq_length, config.d_model).init(device));

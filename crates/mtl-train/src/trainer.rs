@@ -472,7 +472,8 @@ fn run_epochs(
 ) -> Result<TrainOutcome> {
     let config = state.config.clone();
     let ad_device = device.clone().autodiff();
-    let mut model = model.to_device(&ad_device).train();
+    // Through the plain device: parameters must be leaves when autodiff tracks them.
+    let mut model = model.valid().to_device(&ad_device).train();
     let (encoded, _) = encoder.encode_all(train)?;
     let counts = labelled_counts(&encoded);
     if counts == [0, 0] {

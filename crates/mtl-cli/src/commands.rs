@@ -1,0 +1,474 @@
+//! The four subcommands.
+
+use std::fs;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use mtl::burn::module::Module;
+use mtl::burn::tensor::Device;
+use mtl::data::{
+    Encoder, Example, Format, ReadOptions, ReadReport, TagScheme, TextEncoder, WordVocab,
+    WordVocabConfig, iob2_to_spans, read_examples, read_split, read_splits, to_iob2,
+};
+use mtl::model::MultitaskTransformer;
+use mtl::train::eval::{EvalReport, Prediction, predict_encoded, score as score_predictions};
+use mtl::train::metrics::{Mode, Scheme, entity_report, token_accuracy};
+use mtl::train::trainer::{BEST_DIR, ProgressMode, TrainConfig, load_model_dir};
+use mtl::train::{evaluate, fit, resume};
+use serde_json::json;
+
+use crate::config::{FileConfig, TokenizerKind};
+use crate::{EvalArgs, PredictArgs, ScoreArgs, TrainArgs, device, plot};
+
+fn format_arg(format: &Option<String>) -> Result<Option<Format>> {
+    format
+        .as_deref()
+        .map(|f| f.parse::<Format>().map_err(anyhow::Error::from))
+        .transpose()
+}
+
+fn report_reading(what: &str, report: &ReadReport) {
+    if report.repaired_sequences > 0 || report.skipped > 0 {
+        eprintln!(
+            "{what}: {} examples, {} tag sequences repaired, {} skipped",
+            report.examples, report.repaired_sequences, report.skipped
+        );
+        for w in report.warnings.iter().take(5) {
+            eprintln!("  warning: {w}");
+        }
+        if report.warnings.len() > 5 {
+            eprintln!("  ... and {} more warnings", report.warnings.len() - 5);
+        }
+    }
+}
+
+/// Data for training: train, validation and (when the data has one) test examples.
+struct TrainData {
+    train: Vec<Example>,
+    valid: Option<Vec<Example>>,
+    test: Option<Vec<Example>>,
+}
+
+fn load_train_data(args: &TrainArgs, opts: &ReadOptions) -> Result<TrainData> {
+    let format = format_arg(&args.data.format)?;
+    let (splits, report) = read_splits(&args.data.data, format, opts)?;
+    report_reading("training data", &report);
+    let valid = match &args.valid {
+        Some(path) => {
+            let (v, report) = read_examples(path, format, opts)?;
+            report_reading("validation data", &report);
+            Some(v)
+        }
+        None => splits.dev,
+    };
+    Ok(TrainData {
+        train: splits.train,
+        valid,
+        test: splits.test,
+    })
+}
+
+fn prepare_run_dir(out: &Path, overwrite: bool) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let empty = fs::read_dir(out)
+        .with_context(|| format!("cannot read {}", out.display()))?
+        .next()
+        .is_none();
+    if empty {
+        return Ok(());
+    }
+    if !overwrite {
+        bail!(
+            "run directory {} already exists: pass --overwrite to replace it or --resume to continue it",
+            out.display()
+        );
+    }
+    if !out.join(mtl::train::trainer::TRAIN_CONFIG_FILE).exists() {
+        bail!(
+            "{} is not an mtl run directory; refusing to delete it",
+            out.display()
+        );
+    }
+    eprintln!("replacing the run directory {}", out.display());
+    fs::remove_dir_all(out).with_context(|| format!("cannot remove {}", out.display()))?;
+    Ok(())
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let mut file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let t: &mut TrainConfig = &mut file.train;
+    if let Some(v) = args.epochs {
+        t.epochs = v;
+    }
+    if let Some(v) = args.seed {
+        t.seed = v;
+    }
+    if let Some(v) = args.lr {
+        t.learning_rate = v;
+    }
+    if let Some(v) = args.batch_size {
+        t.batch_size = v;
+    }
+    if let Some(s) = &args.sampling {
+        t.sampling = s.parse().map_err(anyhow::Error::msg)?;
+    }
+    if args.plain {
+        t.progress = ProgressMode::Plain;
+    }
+    let device = device::parse(&args.device)?;
+    let opts = ReadOptions {
+        scheme: file.data.scheme()?,
+        lenient: file.data.lenient,
+    };
+    let data = load_train_data(&args, &opts)?;
+    eprintln!(
+        "data: {} train, {} validation, {} test examples",
+        data.train.len(),
+        data.valid.as_ref().map_or(0, Vec::len),
+        data.test.as_ref().map_or(0, Vec::len)
+    );
+
+    let outcome = if args.resume {
+        eprintln!("resuming {}", args.out.display());
+        resume(
+            &args.out,
+            &data.train,
+            data.valid.as_deref(),
+            args.epochs,
+            &device,
+        )?
+    } else {
+        prepare_run_dir(&args.out, args.overwrite)?;
+        let text = match file.tokenizer.kind {
+            TokenizerKind::Word => {
+                let cfg = WordVocabConfig {
+                    lowercase: file.tokenizer.lowercase,
+                    min_freq: file.tokenizer.min_freq,
+                    max_size: file.tokenizer.max_size,
+                };
+                TextEncoder::Word(WordVocab::build(&data.train, &cfg))
+            }
+            TokenizerKind::Huggingface => {
+                let path = file
+                    .tokenizer
+                    .path
+                    .as_ref()
+                    .context("[tokenizer] kind = \"huggingface\" needs a path")?;
+                TextEncoder::from_tokenizer_file(path)?
+            }
+        };
+        let encoder = Encoder::build(&data.train, text, file.model.max_seq_length)?;
+        let (_, enc_report) = encoder.encode_all(&data.train)?;
+        if enc_report.truncated > 0 {
+            eprintln!(
+                "{} training examples truncated to max_seq_length {}",
+                enc_report.truncated, file.model.max_seq_length
+            );
+        }
+        let config = file.model.to_config(
+            encoder.text.vocab_size(),
+            encoder.labels.len(),
+            encoder.tags.len(),
+            encoder.text.pad_id(),
+        );
+        eprintln!(
+            "model: vocab {}, {} labels, {} tags, d_model {}, {} heads, {} layers, ff {}",
+            config.vocab_size,
+            config.num_classes,
+            config.num_ner_tags,
+            config.d_model,
+            config.nhead,
+            config.num_encoder_layers,
+            config.dim_feedforward
+        );
+        device.seed(file.train.seed);
+        let model = MultitaskTransformer::new(&config, &device)?;
+        fs::create_dir_all(&args.out)
+            .with_context(|| format!("cannot create {}", args.out.display()))?;
+        let toml = toml::to_string_pretty(&file).context("cannot serialise the config")?;
+        mtl::model::write_atomic(&args.out.join("config.toml"), toml.as_bytes())
+            .with_context(|| format!("cannot write {}", args.out.join("config.toml").display()))?;
+        fit(
+            model,
+            &encoder,
+            &data.train,
+            data.valid.as_deref(),
+            &file.train,
+            Some(&args.out),
+            &device,
+        )?
+    };
+
+    let curve = args.out.join("training_curve.svg");
+    plot::training_curve(&outcome.history, &curve)?;
+    // Final figures come from the best checkpoint, as `mtl eval` would load it.
+    let (model, encoder) = load_model_dir(&args.out, &device)?;
+    let model = model.valid();
+    let batch = file.train.eval_batch_size;
+    let mut metrics = serde_json::Map::new();
+    let best_epoch = outcome
+        .history
+        .epochs
+        .iter()
+        .filter(|e| e.score.is_some())
+        .max_by(|a, b| a.score.unwrap_or(0.0).total_cmp(&b.score.unwrap_or(0.0)))
+        .map(|e| e.epoch);
+    metrics.insert("epochs".into(), json!(outcome.history.epochs.len()));
+    metrics.insert("best_epoch".into(), json!(best_epoch));
+    metrics.insert("stopped_early".into(), json!(outcome.stopped_early));
+    metrics.insert("model".into(), json!(args.out.join(BEST_DIR)));
+    for (name, examples) in [("valid", &data.valid), ("test", &data.test)] {
+        if let Some(examples) = examples {
+            let (report, _) = evaluate(&model, &encoder, examples, batch, &device)?;
+            metrics.insert(name.into(), eval_json(&report));
+        }
+    }
+    metrics.insert(
+        "train_seconds".into(),
+        json!(started.elapsed().as_secs_f64()),
+    );
+    let text = serde_json::to_string_pretty(&metrics)?;
+    mtl::model::write_atomic(&args.out.join("metrics.json"), text.as_bytes())?;
+    println!("{text}");
+    eprintln!(
+        "run written to {} (best model in {}/best, curve in {})",
+        args.out.display(),
+        args.out.display(),
+        curve.display()
+    );
+    Ok(())
+}
+
+fn eval_json(report: &EvalReport) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).unwrap_or_default();
+    if let Some(ner) = v.get_mut("ner").and_then(|n| n.as_object_mut())
+        && let Some(m) = ner.remove("macro_avg")
+    {
+        ner.insert("macro".into(), m);
+    }
+    v
+}
+
+fn load_eval_data(args: &EvalArgs) -> Result<Vec<Example>> {
+    let format = format_arg(&args.data.format)?;
+    let opts = ReadOptions::default();
+    let path = &args.data.data;
+    let is_split_root = path.is_dir() && path.join(&args.split).exists()
+        || path.is_dir()
+            && fs::read_dir(path)?.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{}.", args.split))
+            });
+    let (examples, report) = if is_split_root {
+        read_split(path, &args.split, format, &opts)?
+    } else {
+        read_examples(path, format, &opts)?
+    };
+    report_reading("evaluation data", &report);
+    Ok(examples)
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let device = device::parse(&args.device)?;
+    let (model, encoder) = load_model_dir(&args.model, &device)?;
+    let model = model.valid();
+    let examples = load_eval_data(&args)?;
+    let (encoded, _) = encoder.encode_all(&examples)?;
+    let (predictions, losses) = predict_encoded(
+        &model,
+        &encoder,
+        &examples,
+        &encoded,
+        args.batch_size,
+        1,
+        &device,
+    );
+    let report = score_predictions(&examples, &predictions, losses)?;
+    if let Some(path) = &args.predictions {
+        write_conll(path, &examples, &predictions)?;
+        eprintln!("predictions written to {}", path.display());
+    }
+    println!("{}", serde_json::to_string_pretty(&eval_json(&report))?);
+    Ok(())
+}
+
+fn write_conll(path: &Path, examples: &[Example], predictions: &[Prediction]) -> Result<()> {
+    let file =
+        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = BufWriter::new(file);
+    for (ex, p) in examples.iter().zip(predictions) {
+        if let Some(label) = &ex.label {
+            writeln!(w, "# gold_label = {label}")?;
+        }
+        writeln!(w, "# label = {}", p.label.name)?;
+        for (i, word) in ex.words.iter().enumerate() {
+            let gold = ex
+                .tags
+                .as_ref()
+                .and_then(|t| t.get(i))
+                .map_or("_", String::as_str);
+            let pred = p.tags.get(i).map_or("O", String::as_str);
+            writeln!(w, "{word}\t{gold}\t{pred}")?;
+        }
+        writeln!(w)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+pub fn predict(args: PredictArgs) -> Result<()> {
+    let device = device::parse(&args.device)?;
+    let (model, encoder) = load_model_dir(&args.model, &device)?;
+    let model = model.valid();
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if !args.texts.is_empty() {
+        predict_chunk(&model, &encoder, &args.texts, &args, &device, &mut out)?;
+    } else {
+        let stdin = std::io::stdin();
+        let mut chunk = Vec::with_capacity(1024);
+        for line in stdin.lock().lines() {
+            chunk.push(line.context("cannot read stdin")?);
+            if chunk.len() == 1024 {
+                predict_chunk(&model, &encoder, &chunk, &args, &device, &mut out)?;
+                chunk.clear();
+            }
+        }
+        predict_chunk(&model, &encoder, &chunk, &args, &device, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn predict_chunk(
+    model: &MultitaskTransformer,
+    encoder: &Encoder,
+    texts: &[String],
+    args: &PredictArgs,
+    device: &Device,
+    out: &mut impl Write,
+) -> Result<()> {
+    let examples: Vec<Example> = texts.iter().map(|t| Example::from_text(t)).collect();
+    let keep: Vec<usize> = (0..examples.len())
+        .filter(|&i| !examples[i].words.is_empty())
+        .collect();
+    let kept: Vec<Example> = keep.iter().map(|&i| examples[i].clone()).collect();
+    let (encoded, _) = encoder.encode_all(&kept)?;
+    let (predictions, _) = predict_encoded(
+        model,
+        encoder,
+        &kept,
+        &encoded,
+        args.batch_size,
+        args.top_k,
+        device,
+    );
+    let mut by_index = vec![None; examples.len()];
+    for (i, p) in keep.into_iter().zip(predictions) {
+        by_index[i] = Some(p);
+    }
+    for (ex, p) in examples.iter().zip(by_index) {
+        let line = match p {
+            Some(p) => {
+                let (tags, _) = to_iob2(&p.tags, TagScheme::Iob2);
+                let entities: Vec<serde_json::Value> = iob2_to_spans(&tags)
+                    .into_iter()
+                    .map(|span| {
+                        let (start, end) = ex.char_span(span.start, span.end);
+                        let text: String = ex.text.chars().skip(start).take(end - start).collect();
+                        let scores = &p.tag_scores[span.start..span.end];
+                        let score = scores.iter().sum::<f32>() / scores.len().max(1) as f32;
+                        json!({"start": start, "end": end, "text": text, "label": span.label, "score": score})
+                    })
+                    .collect();
+                json!({"text": ex.text, "label": p.label, "top_k": p.top_k, "entities": entities})
+            }
+            None => json!({"text": ex.text, "label": null, "top_k": [], "entities": []}),
+        };
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// Reads CoNLL columns: the tag in the last column, blank lines between sentences, `-DOCSTART-`
+/// and sentence-initial `# ` comment lines skipped. Tags are kept as written.
+fn read_tag_columns(path: &PathBuf) -> Result<Vec<Vec<String>>> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: invalid UTF-8 at byte {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut sentences = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            if !current.is_empty() {
+                sentences.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if line.starts_with("-DOCSTART-") || (current.is_empty() && line.starts_with("# ")) {
+            continue;
+        }
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        if columns.len() < 2 {
+            bail!(
+                "{}:{}: expected a token and a tag, found {:?}",
+                path.display(),
+                i + 1,
+                line
+            );
+        }
+        current.push(columns[columns.len() - 1].to_string());
+    }
+    if !current.is_empty() {
+        sentences.push(current);
+    }
+    Ok(sentences)
+}
+
+pub fn score(args: ScoreArgs) -> Result<()> {
+    let scheme: Scheme = args.scheme.parse()?;
+    let mode: Mode = args.mode.parse()?;
+    let gold = read_tag_columns(&args.gold)?;
+    let pred = read_tag_columns(&args.pred)?;
+    let report = entity_report(&gold, &pred, scheme, mode).with_context(|| {
+        format!(
+            "{} and {} do not line up",
+            args.gold.display(),
+            args.pred.display()
+        )
+    })?;
+    let out = json!({
+        "precision": report.precision,
+        "recall": report.recall,
+        "f1": report.f1,
+        "accuracy": report.accuracy,
+        "token_accuracy": token_accuracy(&gold, &pred),
+        "per_type": report.per_type,
+        "micro": report.micro,
+        "macro": report.macro_avg,
+        "weighted": report.weighted,
+        "predicted": report.predicted,
+        "gold": report.gold,
+        "correct": report.correct,
+        "scheme": scheme.to_string(),
+        "mode": mode.to_string(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

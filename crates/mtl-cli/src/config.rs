@@ -1,0 +1,169 @@
+//! The TOML configuration of `mtl train`: every model and training option, documented in
+//! `configs/example.toml`. Flags override it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mtl::data::TagScheme;
+use mtl::model::{Activation, MultitaskConfig, NormPosition, Pooling, PositionalEncoding};
+use mtl::train::TrainConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Model architecture (sizes of vocabulary, classes and tags come from the data).
+    pub model: ModelSection,
+    /// Tokenizer.
+    pub tokenizer: TokenizerSection,
+    /// Reading the data.
+    pub data: DataSection,
+    /// Training options (see `mtl::train::TrainConfig`).
+    pub train: TrainConfig,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    pub d_model: usize,
+    pub nhead: usize,
+    pub num_encoder_layers: usize,
+    pub dim_feedforward: usize,
+    pub dropout: f64,
+    pub max_seq_length: usize,
+    pub positional_encoding: PositionalEncoding,
+    pub pooling: Pooling,
+    pub activation: Activation,
+    pub norm: NormPosition,
+    pub layer_norm_eps: f64,
+    pub scale_embedding: bool,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        // A small model that trains from scratch on two CPU cores; the seed's defaults
+        // (512 / 8 / 6 / 2048) are one `[model]` section away.
+        Self {
+            d_model: 128,
+            nhead: 4,
+            num_encoder_layers: 2,
+            dim_feedforward: 512,
+            dropout: 0.1,
+            max_seq_length: 128,
+            positional_encoding: PositionalEncoding::Sinusoidal,
+            pooling: Pooling::Mean,
+            activation: Activation::Relu,
+            norm: NormPosition::Post,
+            layer_norm_eps: 1e-5,
+            scale_embedding: true,
+        }
+    }
+}
+
+impl ModelSection {
+    /// The model configuration for the data's sizes.
+    pub fn to_config(
+        &self,
+        vocab_size: usize,
+        num_classes: usize,
+        num_tags: usize,
+        pad: u32,
+    ) -> MultitaskConfig {
+        let mut c = MultitaskConfig::new(vocab_size, num_classes.max(1), num_tags.max(1))
+            .with_d_model(self.d_model)
+            .with_nhead(self.nhead)
+            .with_num_encoder_layers(self.num_encoder_layers)
+            .with_dim_feedforward(self.dim_feedforward)
+            .with_dropout(self.dropout)
+            .with_max_seq_length(self.max_seq_length)
+            .with_positional_encoding(self.positional_encoding)
+            .with_pooling(self.pooling)
+            .with_activation(self.activation)
+            .with_norm(self.norm)
+            .with_pad_token_id(pad as usize);
+        c.layer_norm_eps = self.layer_norm_eps;
+        c.scale_embedding = self.scale_embedding;
+        c
+    }
+}
+
+/// `[tokenizer]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenizerSection {
+    /// `word` (a vocabulary built from the training data) or `huggingface` (a `tokenizer.json`).
+    pub kind: TokenizerKind,
+    /// Path of the `tokenizer.json` (for `huggingface`), relative to the config file.
+    pub path: Option<PathBuf>,
+    /// Lower-case words (word tokenizer).
+    pub lowercase: bool,
+    /// Minimum count of a word to enter the vocabulary.
+    pub min_freq: usize,
+    /// Maximum vocabulary size (most frequent words first).
+    pub max_size: Option<usize>,
+}
+
+impl Default for TokenizerSection {
+    fn default() -> Self {
+        Self {
+            kind: TokenizerKind::Word,
+            path: None,
+            lowercase: true,
+            min_freq: 1,
+            max_size: None,
+        }
+    }
+}
+
+/// Tokenizer families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerKind {
+    /// Whole words.
+    Word,
+    /// A HuggingFace `tokenizer.json` (WordPiece, BPE, ...).
+    Huggingface,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// Tag scheme of the input files: `iob2`, `iob1` or `iobes`.
+    pub scheme: String,
+    /// Skip (and count) bad examples instead of stopping at the first.
+    pub lenient: bool,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            scheme: "iob2".into(),
+            lenient: false,
+        }
+    }
+}
+
+impl DataSection {
+    pub fn scheme(&self) -> Result<TagScheme> {
+        Ok(self.scheme.parse::<TagScheme>()?)
+    }
+}
+
+impl FileConfig {
+    /// Reads a TOML file; relative paths inside it are made relative to the file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config: FileConfig =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        if let (Some(p), Some(dir)) = (&config.tokenizer.path, path.parent())
+            && p.is_relative()
+        {
+            config.tokenizer.path = Some(dir.join(p));
+        }
+        Ok(config)
+    }
+}

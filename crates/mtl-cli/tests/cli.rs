@@ -1,0 +1,302 @@
+//! End-to-end tests of the `mtl` binary: train on a tiny dataset, eval, predict, score, and the
+//! error cases (one clear line, non-zero exit, never a panic).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+fn mtl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtl"))
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .expect("mtl runs")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mtl-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a clean failure: non-zero exit, an `error:` line naming `needle`, no panic.
+fn assert_clean_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "should fail: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {err}"));
+    assert!(
+        line.contains(needle),
+        "{line:?} does not mention {needle:?}"
+    );
+}
+
+/// A tiny model trained once on the quickstart data, shared by the tests.
+fn trained_run() -> &'static PathBuf {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let out = scratch("run").join("quick");
+        let config = scratch("cfg").join("tiny.toml");
+        std::fs::write(
+            &config,
+            "[model]\nd_model = 32\nnhead = 2\nnum_encoder_layers = 1\ndim_feedforward = 64\nmax_seq_length = 32\n\
+             [train]\nepochs = 3\nbatch_size = 32\nlearning_rate = 2e-3\nwarmup_steps = 10\nprogress = \"plain\"\n",
+        )
+        .expect("config");
+        let o = mtl(&[
+            "train", "--data", "data/quickstart", "--format", "jointbert", "--config", config.to_str().expect("utf8"),
+            "--out", out.to_str().expect("utf8"), "--overwrite",
+        ]);
+        assert!(o.status.success(), "train failed: {}", stderr(&o));
+        let metrics: serde_json::Value = serde_json::from_slice(&o.stdout).expect("metrics JSON on stdout");
+        for key in ["valid", "test", "best_epoch"] {
+            assert!(metrics.get(key).is_some(), "metrics lack {key}");
+        }
+        for f in ["metrics.json", "history.jsonl", "training_curve.svg", "config.toml", "best/model.bpk", "last/optimizer.bin"] {
+            assert!(out.join(f).exists(), "{f} missing");
+        }
+        assert_eq!(std::fs::read_to_string(out.join("history.jsonl")).expect("history").lines().count(), 3);
+        out
+    })
+}
+
+#[test]
+fn train_eval_writes_every_metric_and_predictions() {
+    let run = trained_run();
+    let preds = scratch("eval").join("pred.conll");
+    let o = mtl(&[
+        "eval",
+        "--model",
+        run.to_str().expect("utf8"),
+        "--data",
+        "data/quickstart",
+        "--split",
+        "test",
+        "--predictions",
+        preds.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    for path in [
+        "/classification/accuracy",
+        "/classification/macro_f1",
+        "/classification/loss",
+        "/ner/precision",
+        "/ner/recall",
+        "/ner/f1",
+        "/ner/token_accuracy",
+        "/ner/loss",
+        "/ner/per_type",
+        "/frame_accuracy",
+    ] {
+        assert!(r.pointer(path).is_some(), "eval output lacks {path}");
+    }
+    let acc = r
+        .pointer("/classification/accuracy")
+        .and_then(|v| v.as_f64())
+        .expect("accuracy");
+    assert!((0.0..=1.0).contains(&acc));
+    // The predictions file scores to the same entity F1 with `mtl score`.
+    let gold = scratch("eval").join("gold.conll");
+    let text = std::fs::read_to_string(&preds).expect("predictions");
+    let gold_text: String = text
+        .lines()
+        .map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            if cols.len() == 3 {
+                format!("{}\t{}\n", cols[0], cols[1])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&gold, gold_text).expect("gold");
+    let s = mtl(&[
+        "score",
+        "--gold",
+        gold.to_str().expect("utf8"),
+        "--pred",
+        preds.to_str().expect("utf8"),
+    ]);
+    assert!(s.status.success(), "{}", stderr(&s));
+    let sr: serde_json::Value = serde_json::from_slice(&s.stdout).expect("JSON");
+    let f1 = |v: &serde_json::Value, p: &str| v.pointer(p).and_then(|x| x.as_f64()).expect("f1");
+    assert!((f1(&sr, "/f1") - f1(&r, "/ner/f1")).abs() < 1e-12);
+}
+
+#[test]
+fn predict_gives_offsets_into_the_raw_text() {
+    let run = trained_run();
+    let texts = [
+        "set an alarm for 7 am tomorrow",
+        "  play  Ed Sheeran’s song  ",
+        "what's the weather in new york",
+    ];
+    let mut args = vec!["predict", "--model", run.to_str().expect("utf8")];
+    args.extend(texts);
+    let o = mtl(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), texts.len());
+    for (line, text) in lines.iter().zip(texts) {
+        assert_eq!(line["text"], text);
+        assert!(line["label"]["name"].is_string() && line["label"]["score"].is_number());
+        assert_eq!(line["top_k"].as_array().expect("top_k").len(), 3);
+        let chars: Vec<char> = text.chars().collect();
+        for e in line["entities"].as_array().expect("entities") {
+            let (s, t) = (
+                e["start"].as_u64().expect("start") as usize,
+                e["end"].as_u64().expect("end") as usize,
+            );
+            let covered: String = chars[s..t].iter().collect();
+            assert_eq!(covered, e["text"].as_str().expect("text"));
+        }
+    }
+    // stdin, with an empty line kept in place.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtl"))
+        .args(["predict", "--model", run.to_str().expect("utf8")])
+        .current_dir(workspace())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"call mom\n\nplay jazz\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+}
+
+#[test]
+fn score_matches_seqeval_on_a_known_case() {
+    let dir = scratch("score");
+    let (gold, pred) = (dir.join("gold.txt"), dir.join("pred.txt"));
+    // seqeval (default mode): gold PER, LOC (Paris), MISC; predicted PER, LOC (Paris), MISC and a
+    // LOC from the sentence-initial I-LOC on "new" -> 3 correct of 4 predicted, 3 gold:
+    // P = 3/4, R = 1, F1 = 6/7; LOC precision 1/2.
+    std::fs::write(
+        &gold,
+        "-DOCSTART- O\n\nJohn B-PER\nSmith I-PER\nin O\nParis B-LOC\n\nnew O\nGerman B-MISC\n",
+    )
+    .expect("gold");
+    std::fs::write(
+        &pred,
+        "John x B-PER\nSmith x I-PER\nin x O\nParis x B-LOC\n\nnew x I-LOC\nGerman x B-MISC\n",
+    )
+    .expect("pred");
+    let o = mtl(&[
+        "score",
+        "--gold",
+        gold.to_str().expect("utf8"),
+        "--pred",
+        pred.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    for key in ["/precision", "/recall", "/f1"] {
+        assert!(
+            (r.pointer(key).and_then(|v| v.as_f64()).expect("number") - 2.0 / 3.0).abs() < 1e-12,
+            "{key}: {r}"
+        );
+    }
+    assert_eq!(
+        r.pointer("/per_type/LOC/support").and_then(|v| v.as_u64()),
+        Some(1)
+    );
+    for key in ["/accuracy", "/macro", "/weighted", "/per_type"] {
+        assert!(r.pointer(key).is_some(), "score lacks {key}");
+    }
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let missing = mtl(&[
+        "eval",
+        "--model",
+        "runs/does-not-exist",
+        "--data",
+        "data/quickstart",
+    ]);
+    assert_clean_error(&missing, "does-not-exist");
+    let no_data = mtl(&[
+        "train",
+        "--data",
+        "no/such/file.conll",
+        "--out",
+        "/tmp/never",
+    ]);
+    assert_clean_error(&no_data, "no/such/file.conll");
+    let bad_format = mtl(&[
+        "train",
+        "--data",
+        "data/quickstart",
+        "--format",
+        "xml",
+        "--out",
+        "/tmp/never",
+    ]);
+    assert_clean_error(&bad_format, "xml");
+    let bad_device = mtl(&["predict", "--model", "runs/x", "--device", "tpu", "hi"]);
+    assert_clean_error(&bad_device, "tpu");
+    let dir = scratch("err");
+    let (gold, pred) = (dir.join("g.txt"), dir.join("p.txt"));
+    std::fs::write(&gold, "a B-X\nb O\n").expect("gold");
+    std::fs::write(&pred, "a B-X\n").expect("pred");
+    let o = mtl(&[
+        "score",
+        "--gold",
+        gold.to_str().expect("utf8"),
+        "--pred",
+        pred.to_str().expect("utf8"),
+    ]);
+    assert_clean_error(&o, "line up");
+
+    // A model directory from another format version.
+    let run = trained_run();
+    let old = scratch("old-model");
+    for f in std::fs::read_dir(run.join("best")).expect("best") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, old.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let cfg = old.join("config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("\"format_version\": 1", "\"format_version\": 7");
+    std::fs::write(&cfg, text).expect("config");
+    assert_clean_error(
+        &mtl(&["predict", "--model", old.to_str().expect("utf8"), "hi"]),
+        "format version",
+    );
+
+    // An existing run directory is never replaced silently.
+    let again = mtl(&[
+        "train",
+        "--data",
+        "data/quickstart",
+        "--out",
+        run.to_str().expect("utf8"),
+        "--epochs",
+        "1",
+    ]);
+    assert_clean_error(&again, "already exists");
+}
