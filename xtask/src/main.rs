@@ -1,1 +1,605 @@
-fn main() {}
+//! Project tasks for the mtl workspace, run as `cargo xtask <command>`.
+//!
+//! A plain binary with no dependencies beyond `anyhow`, in the manner of rust-analyzer's
+//! `xtask/`: arguments are parsed by hand and every task is a `cargo` invocation that is printed
+//! before it runs. Commands run from the workspace root, so relative paths (`--model`, paths
+//! after `--`) are resolved from there. Run `cargo xtask help` for the list of commands.
+
+use std::env;
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+Usage: cargo xtask <COMMAND> [OPTIONS]
+
+Commands:
+  ci       The project's test command, cheapest checks first:
+             1. cargo fmt --all -- --check
+             2. cargo clippy --release --workspace --all-targets -- -D warnings
+             3. cargo test --release --workspace
+             4. cargo doc --release --workspace --no-deps   (RUSTDOCFLAGS=\"-D warnings\")
+           Options:
+             --skip-fmt          skip stage 1
+             --skip-clippy       skip stage 2
+             --skip-doc          skip stage 4
+             --features <LIST>   features for clippy and test, e.g. `mtl/wgpu`
+  train    Train a model with the `mtl` binary (crate mtl-cli):
+             cargo xtask train [--features wgpu|tch] [-- <mtl train args>]
+           With nothing after `--`, trains the embedded quickstart sample
+           (data/quickstart, configs/quickstart.toml) into runs/quickstart/,
+           replacing a previous quickstart run.
+  predict  Tag and classify text with a trained model:
+             cargo xtask predict [--features ..] [--model DIR] [TEXT ...]
+           DIR defaults to runs/quickstart; with no TEXT, lines are read from stdin.
+  eval     Evaluate a trained model:
+             cargo xtask eval [--features ..] [--model DIR] [-- <mtl eval args>]
+           DIR defaults to runs/quickstart; with nothing after `--`, evaluates on the
+           quickstart test split (--data data/quickstart --format jointbert --split test).
+  help     Print this message.
+
+Common options:
+  --dry-run   print the cargo commands without running them
+
+Every command is printed (`$ cargo ...`) before it runs, and a failing command's exit
+code is passed on. Commands run from the workspace root: relative paths are resolved there.
+Everything builds with `--release`, so tests, binaries and benches share one build of Burn.";
+
+/// The quickstart run directory that `train`, `predict` and `eval` default to.
+const QUICKSTART_RUN: &str = "runs/quickstart";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let code = err
+                .downcast_ref::<CommandFailed>()
+                .and_then(|failed| failed.code)
+                .and_then(|code| u8::try_from(code).ok())
+                .filter(|&code| code != 0)
+                .unwrap_or(1);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = env::args().skip(1);
+    let command = args.next();
+    let rest: Vec<String> = args.collect();
+    let root = workspace_root();
+    env::set_current_dir(&root)
+        .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
+
+    match command.as_deref() {
+        None | Some("help" | "--help" | "-h") => {
+            // Ignore a closed pipe (`cargo xtask help | head`).
+            let _ = writeln!(io::stdout(), "{USAGE}");
+            Ok(())
+        }
+        Some("ci") => ci(&rest),
+        Some("train") => train(&rest),
+        Some("predict") => predict(&rest),
+        Some("eval") => eval(&rest),
+        Some(other) => {
+            eprintln!("{USAGE}\n");
+            bail!("unknown command `{other}` (see the list above)")
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument parsing
+// ---------------------------------------------------------------------------------------------
+
+/// Options parsed from a command's arguments.
+#[derive(Debug, Default)]
+struct Options {
+    /// `--skip-<stage>` flags that were given (stage names, e.g. `fmt`).
+    skips: Vec<String>,
+    /// Features from every `--features`, in order.
+    features: Vec<String>,
+    /// The value of `--model`, if given.
+    model: Option<String>,
+    /// Positional arguments before `--`.
+    positional: Vec<String>,
+    /// Everything after the first `--`, untouched.
+    trailing: Vec<String>,
+    /// `--dry-run`: print commands, run nothing.
+    dry_run: bool,
+}
+
+impl Options {
+    fn skips(&self, stage: &str) -> bool {
+        self.skips.iter().any(|s| s == stage)
+    }
+
+    /// The features as one comma-separated list, if any were given.
+    fn feature_list(&self) -> Option<String> {
+        (!self.features.is_empty()).then(|| self.features.join(","))
+    }
+}
+
+/// What a command accepts, besides `--features`, `--dry-run` and `--`.
+struct Accepts {
+    command: &'static str,
+    skips: &'static [&'static str],
+    model: bool,
+    positional: bool,
+}
+
+fn parse(args: &[String], accepts: &Accepts) -> Result<Options> {
+    let mut opts = Options::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => iter
+                    .next()
+                    .cloned()
+                    .with_context(|| format!("`{name}` needs a value")),
+            }
+        };
+        match flag {
+            "--" => {
+                opts.trailing = iter.by_ref().cloned().collect();
+            }
+            "--features" | "-F" => {
+                let list = value(flag)?;
+                opts.features.extend(
+                    list.split([',', ' '])
+                        .filter(|f| !f.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            "--model" if accepts.model => opts.model = Some(value(flag)?),
+            "--dry-run" if inline.is_none() => opts.dry_run = true,
+            _ if inline.is_none()
+                && flag
+                    .strip_prefix("--skip-")
+                    .is_some_and(|stage| accepts.skips.contains(&stage)) =>
+            {
+                opts.skips.push(flag["--skip-".len()..].to_string());
+            }
+            _ if accepts.positional && !arg.starts_with('-') => opts.positional.push(arg.clone()),
+            _ => {
+                let hint = match accepts.command {
+                    "ci" => "",
+                    "predict" => "; put text that starts with `-` after `--`",
+                    _ => "; pass arguments for `mtl` after `--`",
+                };
+                bail!(
+                    "unexpected argument `{arg}` for `cargo xtask {}`{hint} (see `cargo xtask help`)",
+                    accepts.command
+                )
+            }
+        }
+    }
+    Ok(opts)
+}
+
+/// Whether `args` already contain the long flag `flag` (as `--flag value` or `--flag=value`).
+fn has_flag(args: &[String], flag: &str) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+/// One stage of `ci` and how it ended.
+struct Stage {
+    name: &'static str,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Skipped,
+    Passed(Duration),
+    Failed(Duration),
+}
+
+fn ci(args: &[String]) -> Result<()> {
+    let opts = parse(
+        args,
+        &Accepts {
+            command: "ci",
+            skips: &["fmt", "clippy", "doc"],
+            model: false,
+            positional: false,
+        },
+    )?;
+    if !opts.trailing.is_empty() {
+        bail!("`cargo xtask ci` takes no arguments after `--`");
+    }
+    let features = opts.feature_list();
+    let with_features = |cmd: Cargo| match &features {
+        Some(list) => cmd.args(["--features", list]),
+        None => cmd,
+    };
+
+    let doc_flags = match env::var("RUSTDOCFLAGS") {
+        Ok(existing) if !existing.trim().is_empty() => format!("{existing} -D warnings"),
+        _ => "-D warnings".to_string(),
+    };
+    let plan: [(&'static str, bool, Cargo); 4] = [
+        (
+            "fmt",
+            opts.skips("fmt"),
+            Cargo::new(["fmt", "--all", "--", "--check"]),
+        ),
+        (
+            "clippy",
+            opts.skips("clippy"),
+            with_features(Cargo::new([
+                "clippy",
+                "--release",
+                "--workspace",
+                "--all-targets",
+            ]))
+            .args(["--", "-D", "warnings"]),
+        ),
+        (
+            "test",
+            false,
+            with_features(Cargo::new(["test", "--release", "--workspace"])),
+        ),
+        (
+            "doc",
+            opts.skips("doc"),
+            Cargo::new(["doc", "--release", "--workspace", "--no-deps"])
+                .env("RUSTDOCFLAGS", &doc_flags),
+        ),
+    ];
+
+    let total = Instant::now();
+    let mut stages = Vec::new();
+    let mut failure = None;
+    for (name, skip, cmd) in plan {
+        if skip || failure.is_some() {
+            stages.push(Stage {
+                name,
+                outcome: Outcome::Skipped,
+            });
+            continue;
+        }
+        println!("\n==> ci: {name}");
+        let start = Instant::now();
+        match cmd.run(opts.dry_run) {
+            Ok(()) => stages.push(Stage {
+                name,
+                outcome: Outcome::Passed(start.elapsed()),
+            }),
+            Err(err) => {
+                stages.push(Stage {
+                    name,
+                    outcome: Outcome::Failed(start.elapsed()),
+                });
+                failure = Some(err.context(format!("ci stage `{name}` failed")));
+            }
+        }
+    }
+
+    let summary: Vec<String> = stages
+        .iter()
+        .map(|stage| match stage.outcome {
+            Outcome::Skipped => format!("{} skipped", stage.name),
+            Outcome::Passed(d) => format!("{} {}", stage.name, format_duration(d)),
+            Outcome::Failed(d) => format!("{} FAILED after {}", stage.name, format_duration(d)),
+        })
+        .collect();
+    let verdict = if failure.is_some() { "FAILED" } else { "ok" };
+    println!(
+        "\nci: {verdict} in {} ({})",
+        format_duration(total.elapsed()),
+        summary.join(", ")
+    );
+    failure.map_or(Ok(()), Err)
+}
+
+fn train(args: &[String]) -> Result<()> {
+    let opts = parse(
+        args,
+        &Accepts {
+            command: "train",
+            skips: &[],
+            model: false,
+            positional: false,
+        },
+    )?;
+    let mut cmd = mtl_cli(&opts).arg("train");
+    if opts.trailing.is_empty() {
+        println!(
+            "Training the embedded quickstart sample (data/quickstart, configs/quickstart.toml) \
+             into {QUICKSTART_RUN}/, replacing a previous quickstart run."
+        );
+        cmd = cmd.args([
+            "--data",
+            "data/quickstart",
+            "--format",
+            "jointbert",
+            "--config",
+            "configs/quickstart.toml",
+            "--out",
+            QUICKSTART_RUN,
+            "--overwrite",
+        ]);
+    } else {
+        cmd = cmd.args(&opts.trailing);
+    }
+    cmd.run(opts.dry_run)
+}
+
+fn predict(args: &[String]) -> Result<()> {
+    let opts = parse(
+        args,
+        &Accepts {
+            command: "predict",
+            skips: &[],
+            model: true,
+            positional: true,
+        },
+    )?;
+    let model = opts.model.as_deref().unwrap_or(QUICKSTART_RUN);
+    let texts: Vec<&String> = opts.positional.iter().chain(&opts.trailing).collect();
+    let mut cmd = mtl_cli(&opts).args(["predict", "--model", model]);
+    if texts.iter().any(|t| t.starts_with('-')) {
+        cmd = cmd.arg("--");
+    }
+    cmd.args(texts).run(opts.dry_run)
+}
+
+fn eval(args: &[String]) -> Result<()> {
+    let opts = parse(
+        args,
+        &Accepts {
+            command: "eval",
+            skips: &[],
+            model: true,
+            positional: false,
+        },
+    )?;
+    let mut cmd = mtl_cli(&opts).arg("eval");
+    if opts.model.is_some() || !has_flag(&opts.trailing, "--model") {
+        cmd = cmd.args(["--model", opts.model.as_deref().unwrap_or(QUICKSTART_RUN)]);
+    }
+    if opts.trailing.is_empty() {
+        cmd = cmd.args([
+            "--data",
+            "data/quickstart",
+            "--format",
+            "jointbert",
+            "--split",
+            "test",
+        ]);
+    }
+    cmd.args(&opts.trailing).run(opts.dry_run)
+}
+
+/// `cargo run --release -p mtl-cli [--features ..] --`, ready for the `mtl` arguments.
+fn mtl_cli(opts: &Options) -> Cargo {
+    let mut cmd = Cargo::new(["run", "--release", "-p", "mtl-cli"]);
+    if let Some(list) = opts.feature_list() {
+        cmd = cmd.args(["--features", &list]);
+    }
+    cmd.arg("--")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running cargo
+// ---------------------------------------------------------------------------------------------
+
+/// A `cargo` invocation that prints itself before it runs.
+struct Cargo {
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl Cargo {
+    fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self {
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+        .args(args)
+    }
+
+    fn arg(mut self, arg: impl AsRef<str>) -> Self {
+        self.args.push(arg.as_ref().to_string());
+        self
+    }
+
+    fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Print the command, then run it (unless `dry_run`), failing if it exits non-zero.
+    fn run(self, dry_run: bool) -> Result<()> {
+        let shown = self.to_string();
+        println!("$ {shown}");
+        if dry_run {
+            return Ok(());
+        }
+        // `cargo xtask` runs under `cargo run`, which names its own binary in `CARGO`.
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(&cargo)
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .status()
+            .with_context(|| format!("cannot start `{}`", Path::new(&cargo).display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(CommandFailed {
+                command: shown,
+                code: status.code(),
+            }
+            .into())
+        }
+    }
+}
+
+impl fmt::Display for Cargo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (key, value) in &self.envs {
+            write!(f, "{key}={} ", shell_quote(value))?;
+        }
+        f.write_str("cargo")?;
+        for arg in &self.args {
+            write!(f, " {}", shell_quote(arg))?;
+        }
+        Ok(())
+    }
+}
+
+/// A command that ran and exited non-zero (or was killed by a signal: `code` is `None`).
+#[derive(Debug)]
+struct CommandFailed {
+    command: String,
+    code: Option<i32>,
+}
+
+impl fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "`{}` failed with exit code {code}", self.command),
+            None => write!(f, "`{}` was terminated by a signal", self.command),
+        }
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+/// Quote `s` for display the way a POSIX shell would need it.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// `0.4s`, `42.0s`, `3m07s`, `1h02m03s`.
+fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!(
+            "{}h{:02}m{:02}s",
+            secs / 3600,
+            (secs % 3600) / 60,
+            secs % 60
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    const CI: Accepts = Accepts {
+        command: "ci",
+        skips: &["fmt", "clippy", "doc"],
+        model: false,
+        positional: false,
+    };
+    const PREDICT: Accepts = Accepts {
+        command: "predict",
+        skips: &[],
+        model: true,
+        positional: true,
+    };
+
+    #[test]
+    fn ci_flags() -> Result<()> {
+        let opts = parse(
+            &strings(&["--skip-fmt", "--features", "mtl/wgpu", "--features=a,b"]),
+            &CI,
+        )?;
+        assert!(opts.skips("fmt"));
+        assert!(!opts.skips("clippy"));
+        assert_eq!(opts.feature_list().as_deref(), Some("mtl/wgpu,a,b"));
+        assert!(parse(&strings(&["--skip-test"]), &CI).is_err());
+        assert!(parse(&strings(&["--features"]), &CI).is_err());
+        assert!(parse(&strings(&["--model", "x"]), &CI).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn predict_texts_and_trailing() -> Result<()> {
+        let opts = parse(
+            &strings(&["--model=runs/a", "book a flight", "--", "--odd", "x"]),
+            &PREDICT,
+        )?;
+        assert_eq!(opts.model.as_deref(), Some("runs/a"));
+        assert_eq!(opts.positional, strings(&["book a flight"]));
+        assert_eq!(opts.trailing, strings(&["--odd", "x"]));
+        assert!(parse(&strings(&["--unknown"]), &PREDICT).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn flags_are_detected() {
+        let args = strings(&["--model=x", "--split", "dev"]);
+        assert!(has_flag(&args, "--model"));
+        assert!(has_flag(&args, "--split"));
+        assert!(!has_flag(&args, "--data"));
+        assert!(!has_flag(&strings(&["--models"]), "--model"));
+    }
+
+    #[test]
+    fn display_quotes_and_durations() {
+        let cmd = Cargo::new(["doc", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+        assert_eq!(
+            cmd.to_string(),
+            "RUSTDOCFLAGS='-D warnings' cargo doc --no-deps"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(format_duration(Duration::from_millis(400)), "0.4s");
+        assert_eq!(format_duration(Duration::from_secs(187)), "3m07s");
+        assert_eq!(format_duration(Duration::from_secs(3723)), "1h02m03s");
+    }
+}

@@ -213,11 +213,14 @@ fn score_matches_seqeval_on_a_known_case() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
-    for key in ["/precision", "/recall", "/f1"] {
-        assert!(
-            (r.pointer(key).and_then(|v| v.as_f64()).expect("number") - 2.0 / 3.0).abs() < 1e-12,
-            "{key}: {r}"
-        );
+    for (key, want) in [
+        ("/precision", 0.75),
+        ("/recall", 1.0),
+        ("/f1", 6.0 / 7.0),
+        ("/per_type/LOC/precision", 0.5),
+    ] {
+        let got = r.pointer(key).and_then(|v| v.as_f64()).expect("number");
+        assert!((got - want).abs() < 1e-12, "{key}: {r}");
     }
     assert_eq!(
         r.pointer("/per_type/LOC/support").and_then(|v| v.as_u64()),
