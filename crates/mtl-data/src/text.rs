@@ -37,6 +37,9 @@ impl TextEncoder {
     pub fn from_tokenizer(mut tokenizer: Tokenizer) -> Self {
         // Only fails for a stride larger than the maximum length, which `None` cannot have.
         let _ = tokenizer.with_truncation(None);
+        // Padding is the batcher's job (with its mask); a tokenizer.json saved with padding on
+        // would otherwise put unmasked pad tokens into every example.
+        tokenizer.with_padding(None);
         Self::HuggingFace(Box::new(tokenizer))
     }
 

@@ -1,0 +1,181 @@
+//! `mtl-bench --config small|seed [--batch 32] [--seq 64] [--steps 10] [--warmup 2] [--device cpu]`
+//!
+//! The workload of `shared/bench/torch_ref.py`, through mtl's own model, loss and optimizer:
+//! vocabulary 1000, 3 classes, 5 tags, random token ids with lengths uniform in `seq/2..=seq`
+//! padded to `seq`; a training step is one task's forward (alternating classification / NER),
+//! the masked loss, backward and an AdamW step; inference is one encoder pass feeding both heads.
+//! Median of `steps` timings after `warmup` steps. Prints one JSON line with the reference's keys.
+//! Thread count: `RAYON_NUM_THREADS` (set by `cargo xtask bench --threads N`).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use mtl::model::{MultitaskConfig, MultitaskTransformer};
+use mtl::train::loss::{IGNORE_INDEX, cross_entropy, token_cross_entropy};
+use mtl::train::optim::{AdamW, AdamWConfig};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+struct Args {
+    config: String,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+    warmup: usize,
+    device: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args { config: "small".into(), batch: 32, seq: 64, steps: 10, warmup: 2, device: "cpu".into() };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--config" => a.config = value()?,
+            "--batch" => a.batch = value()?.parse()?,
+            "--seq" => a.seq = value()?.parse()?,
+            "--steps" => a.steps = value()?.parse()?,
+            "--warmup" => a.warmup = value()?.parse()?,
+            "--device" => a.device = value()?,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+#[allow(deprecated)]
+fn device(name: &str) -> Result<Device> {
+    Ok(match name {
+        #[cfg(feature = "flex")]
+        "cpu" | "flex" => Device::flex(),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "tch")]
+        "libtorch" => Device::libtorch(),
+        #[cfg(feature = "tch")]
+        "libtorch-cuda" => Device::libtorch_cuda(0),
+        other => bail!("device {other} is not compiled into mtl-bench"),
+    })
+}
+
+struct Batch {
+    tokens: Tensor<2, Int>,
+    mask: Tensor<2, Bool>,
+    y_cls: Tensor<1, Int>,
+    y_ner: Tensor<2, Int>,
+}
+
+fn make_batch(b: usize, s: usize, vocab: i64, rng: &mut StdRng, device: &Device) -> Batch {
+    let mut tokens = Vec::with_capacity(b * s);
+    let mut mask = Vec::with_capacity(b * s);
+    let mut y_ner = Vec::with_capacity(b * s);
+    let mut y_cls = Vec::with_capacity(b);
+    for _ in 0..b {
+        let len = rng.random_range(s / 2..=s);
+        for i in 0..s {
+            let pad = i >= len;
+            tokens.push(if pad { 0 } else { rng.random_range(1..vocab) });
+            mask.push(pad);
+            y_ner.push(if pad { IGNORE_INDEX } else { rng.random_range(0..5i64) });
+        }
+        y_cls.push(rng.random_range(0..3i64));
+    }
+    Batch {
+        tokens: Tensor::from_data(TensorData::new(tokens, [b, s]), device),
+        mask: Tensor::from_data(TensorData::new(mask, [b, s]), device),
+        y_cls: Tensor::from_data(TensorData::new(y_cls, [b]), device),
+        y_ner: Tensor::from_data(TensorData::new(y_ner, [b, s]), device),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<()> {
+    let a = parse_args()?;
+    let (d_model, nhead, layers, ff) = match a.config.as_str() {
+        "small" => (128, 4, 2, 512),
+        "seed" => (512, 8, 6, 2048),
+        other => bail!("unknown config {other}: small or seed"),
+    };
+    let device = device(&a.device)?;
+    device.seed(0);
+    let config = MultitaskConfig::new(1000, 3, 5)
+        .with_d_model(d_model)
+        .with_nhead(nhead)
+        .with_num_encoder_layers(layers)
+        .with_dim_feedforward(ff)
+        .with_dropout(0.1);
+    let model = MultitaskTransformer::new(&config, &device)?;
+    let params = model.num_params();
+    let ad = device.clone().autodiff();
+    let mut rng = StdRng::seed_from_u64(0);
+    let batches: Vec<Batch> = (0..4).map(|_| make_batch(a.batch, a.seq, 1000, &mut rng, &ad)).collect();
+    let mut model = model.to_device(&ad).train();
+    let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.01, ..AdamWConfig::default() });
+
+    let mut train_times = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let b = &batches[i % batches.len()];
+        let t = Instant::now();
+        let loss = if i % 2 == 0 {
+            cross_entropy(model.classify(b.tokens.clone(), b.mask.clone()), b.y_cls.clone()).mean
+        } else {
+            token_cross_entropy(model.tag(b.tokens.clone(), b.mask.clone()), b.y_ner.clone()).mean
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (next, _) = opt.step(2e-5, model, grads, None);
+        model = next;
+        let _ = loss.into_scalar::<f32>();
+        if i >= a.warmup {
+            train_times.push(t.elapsed().as_secs_f64());
+        }
+    }
+
+    let model = model.valid();
+    let plain: Vec<(Tensor<2, Int>, Tensor<2, Bool>)> = batches
+        .iter()
+        .map(|b| (b.tokens.clone().inner(), b.mask.clone().inner()))
+        .collect();
+    let mut infer_times = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let (tokens, mask) = &plain[i % plain.len()];
+        let t = Instant::now();
+        let out = model.forward_joint(tokens.clone(), mask.clone());
+        let _ = out.classification.into_data();
+        let _ = out.ner.into_data();
+        if i >= a.warmup {
+            infer_times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let (train, infer) = (median(train_times), median(infer_times));
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": format!("mtl-burn-0.22.1-{}", a.device), "config": a.config, "params": params,
+            "batch": a.batch, "seq": a.seq, "threads": threads,
+            "train_step_s": round(train, 5), "train_sent_per_s": round(a.batch as f64 / train, 1),
+            "infer_step_s": round(infer, 5), "infer_sent_per_s": round(a.batch as f64 / infer, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+        })
+    );
+    Ok(())
+}
