@@ -40,6 +40,12 @@ Commands:
              cargo xtask eval [--features ..] [--model DIR] [-- <mtl eval args>]
            DIR defaults to runs/quickstart; with nothing after `--`, evaluates on the
            quickstart test split (--data data/quickstart --format jointbert --split test).
+  bench    Speed benchmark on the workload of ../shared/bench/torch_ref.py (one JSON line
+           per configuration, same keys), release build:
+             cargo xtask bench [--features ..] [--device cpu|wgpu|libtorch] [--threads N]
+                               [--config small|seed|all] [--steps N] [--vs-torch PYTHON]
+           --vs-torch also runs the PyTorch reference with that interpreter, on the same
+           machine in the same run, and prints the ratios (ours / PyTorch).
   help     Print this message.
 
 Common options:
@@ -86,6 +92,7 @@ fn run() -> Result<()> {
         Some("train") => train(&rest),
         Some("predict") => predict(&rest),
         Some("eval") => eval(&rest),
+        Some("bench") => bench(&rest),
         Some(other) => {
             eprintln!("{USAGE}\n");
             bail!("unknown command `{other}` (see the list above)")
@@ -394,6 +401,116 @@ fn eval(args: &[String]) -> Result<()> {
     cmd.args(&opts.trailing).run(opts.dry_run)
 }
 
+fn bench(args: &[String]) -> Result<()> {
+    let (mut device, mut threads, mut config, mut steps) = (
+        "cpu".to_string(),
+        "2".to_string(),
+        "all".to_string(),
+        "10".to_string(),
+    );
+    let mut features: Vec<String> = Vec::new();
+    let mut python: Option<String> = None;
+    let mut dry_run = false;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = || {
+            iter.next()
+                .cloned()
+                .with_context(|| format!("`{arg}` needs a value"))
+        };
+        match arg.as_str() {
+            "--device" => device = value()?,
+            "--threads" => threads = value()?,
+            "--config" => config = value()?,
+            "--steps" => steps = value()?,
+            "--features" | "-F" => features.push(value()?),
+            "--vs-torch" => python = Some(value()?),
+            "--dry-run" => dry_run = true,
+            other => bail!(
+                "unexpected argument `{other}` for `cargo xtask bench` (see `cargo xtask help`)"
+            ),
+        }
+    }
+    let configs: Vec<&str> = match config.as_str() {
+        "all" => vec!["small", "seed"],
+        "small" | "seed" => vec![config.as_str()],
+        other => bail!("unknown bench config `{other}`: small, seed or all"),
+    };
+    let mut build = Cargo::new(["build", "--release", "-p", "mtl-bench"]);
+    if !features.is_empty() {
+        build = build.args(["--features", &features.join(",")]);
+    }
+    build.run(dry_run)?;
+    let root = workspace_root();
+    let exe = root.join("target/release/mtl-bench");
+    for c in configs {
+        let ours = run_capture(
+            Command::new(&exe)
+                .args(["--config", c, "--device", &device, "--steps", &steps])
+                .env("RAYON_NUM_THREADS", &threads),
+            dry_run,
+        )?;
+        println!("{ours}");
+        if let Some(py) = &python {
+            let script = root.join("../shared/bench/torch_ref.py");
+            let theirs = run_capture(
+                Command::new(py).arg(&script).args([
+                    "--config",
+                    c,
+                    "--threads",
+                    &threads,
+                    "--steps",
+                    &steps,
+                ]),
+                dry_run,
+            )?;
+            println!("{theirs}");
+            let ratio = |key: &str| -> Option<f64> {
+                Some(json_number(&ours, key)? / json_number(&theirs, key)?)
+            };
+            let fmt = |x: Option<f64>| x.map_or("null".to_string(), |v| format!("{v:.3}"));
+            println!(
+                "{{\"ratio\": \"mtl / pytorch\", \"config\": \"{c}\", \"train_sent_per_s\": {}, \"infer_sent_per_s\": {}, \"peak_rss_mib\": {}}}",
+                fmt(ratio("train_sent_per_s")),
+                fmt(ratio("infer_sent_per_s")),
+                fmt(ratio("peak_rss_mib"))
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs a command (printed first), returning its stdout's last non-empty line.
+fn run_capture(cmd: &mut Command, dry_run: bool) -> Result<String> {
+    eprintln!("$ {cmd:?}");
+    if dry_run {
+        return Ok("{}".to_string());
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    io::stderr().write_all(&out.stderr).ok();
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .context("the benchmark printed nothing")
+}
+
+/// The number after `"key":` in a one-line JSON object (enough for the bench lines).
+fn json_number(line: &str, key: &str) -> Option<f64> {
+    let rest = &line[line.find(&format!("\"{key}\""))? + key.len() + 2..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 /// `cargo run --release -p mtl-cli [--features ..] --`, ready for the `mtl` arguments.
 fn mtl_cli(opts: &Options) -> Cargo {
     let mut cmd = Cargo::new(["run", "--release", "-p", "mtl-cli"]);
@@ -588,6 +705,15 @@ mod tests {
         assert!(has_flag(&args, "--split"));
         assert!(!has_flag(&args, "--data"));
         assert!(!has_flag(&strings(&["--models"]), "--model"));
+    }
+
+    #[test]
+    fn reads_numbers_from_bench_lines() {
+        let line = r#"{"impl": "x", "train_sent_per_s": 61.5, "infer_sent_per_s": 3.2e2, "peak_rss_mib": 10}"#;
+        assert_eq!(json_number(line, "train_sent_per_s"), Some(61.5));
+        assert_eq!(json_number(line, "infer_sent_per_s"), Some(320.0));
+        assert_eq!(json_number(line, "peak_rss_mib"), Some(10.0));
+        assert_eq!(json_number(line, "missing"), None);
     }
 
     #[test]

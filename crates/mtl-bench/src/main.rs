@@ -29,7 +29,14 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { config: "small".into(), batch: 32, seq: 64, steps: 10, warmup: 2, device: "cpu".into() };
+    let mut a = Args {
+        config: "small".into(),
+        batch: 32,
+        seq: 64,
+        steps: 10,
+        warmup: 2,
+        device: "cpu".into(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -79,7 +86,11 @@ fn make_batch(b: usize, s: usize, vocab: i64, rng: &mut StdRng, device: &Device)
             let pad = i >= len;
             tokens.push(if pad { 0 } else { rng.random_range(1..vocab) });
             mask.push(pad);
-            y_ner.push(if pad { IGNORE_INDEX } else { rng.random_range(0..5i64) });
+            y_ner.push(if pad {
+                IGNORE_INDEX
+            } else {
+                rng.random_range(0..5i64)
+            });
         }
         y_cls.push(rng.random_range(0..3i64));
     }
@@ -99,8 +110,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -123,16 +142,25 @@ fn main() -> Result<()> {
     let params = model.num_params();
     let ad = device.clone().autodiff();
     let mut rng = StdRng::seed_from_u64(0);
-    let batches: Vec<Batch> = (0..4).map(|_| make_batch(a.batch, a.seq, 1000, &mut rng, &ad)).collect();
+    let batches: Vec<Batch> = (0..4)
+        .map(|_| make_batch(a.batch, a.seq, 1000, &mut rng, &ad))
+        .collect();
     let mut model = model.to_device(&ad).train();
-    let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.01, ..AdamWConfig::default() });
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: 0.01,
+        ..AdamWConfig::default()
+    });
 
     let mut train_times = Vec::new();
     for i in 0..a.warmup + a.steps {
         let b = &batches[i % batches.len()];
         let t = Instant::now();
         let loss = if i % 2 == 0 {
-            cross_entropy(model.classify(b.tokens.clone(), b.mask.clone()), b.y_cls.clone()).mean
+            cross_entropy(
+                model.classify(b.tokens.clone(), b.mask.clone()),
+                b.y_cls.clone(),
+            )
+            .mean
         } else {
             token_cross_entropy(model.tag(b.tokens.clone(), b.mask.clone()), b.y_ner.clone()).mean
         };
