@@ -66,10 +66,10 @@ struct TrainArgs {
     /// Batch size (overrides the config).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Task sampling: random, proportional, temperature[:T], round-robin, joint.
+    /// Task sampling: random, proportional, temperature or temperature:T, round-robin, joint.
     #[arg(long)]
     sampling: Option<String>,
-    /// Device: cpu, wgpu, libtorch, libtorch-cuda[:N].
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Replace an existing run directory.
@@ -96,7 +96,7 @@ struct EvalArgs {
     /// Write predictions here, in CoNLL columns (word, gold tag, predicted tag).
     #[arg(long)]
     predictions: Option<PathBuf>,
-    /// Device: cpu, wgpu, libtorch, libtorch-cuda[:N].
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Batch size.
@@ -114,7 +114,7 @@ struct PredictArgs {
     /// Number of sentence labels in `top_k`.
     #[arg(long, default_value_t = 3)]
     top_k: usize,
-    /// Device: cpu, wgpu, libtorch, libtorch-cuda[:N].
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Batch size.

@@ -293,3 +293,29 @@ fn diverging_loss_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn early_stopping_ends_a_run_that_stops_improving() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    // A learning rate this small cannot move the validation accuracy: every epoch after the
+    // first is "no improvement", so patience 2 stops after epoch 3 of 10.
+    let mut cfg = config(SamplingStrategy::Joint, 10);
+    cfg.learning_rate = 1e-12;
+    cfg.patience = Some(2);
+    cfg.select_metric = mtl_train::SelectMetric::Accuracy;
+    let out = fit(
+        small_model(&encoder, &device),
+        &encoder,
+        &data.examples,
+        Some(&data.examples[..12]),
+        &cfg,
+        None,
+        &device,
+    )
+    .expect("trains");
+    assert!(out.stopped_early);
+    assert_eq!(out.history.epochs.len(), 3);
+}
