@@ -51,7 +51,7 @@ Commands:
 Common options:
   --dry-run   print the cargo commands without running them
 
-Every command is printed (`$ cargo ...`) before it runs, and a failing command's exit
+Every command is printed (`$ cargo ...`, on stderr, so stdout stays JSON) before it runs, and a failing command's exit
 code is passed on. Commands run from the workspace root: relative paths are resolved there.
 Everything builds with `--release`, so tests, binaries and benches share one build of Burn.";
 
@@ -334,7 +334,7 @@ fn train(args: &[String]) -> Result<()> {
     )?;
     let mut cmd = mtl_cli(&opts).arg("train");
     if opts.trailing.is_empty() {
-        println!(
+        eprintln!(
             "Training the embedded quickstart sample (data/quickstart, configs/quickstart.toml) \
              into {QUICKSTART_RUN}/, replacing a previous quickstart run."
         );
@@ -566,7 +566,7 @@ impl Cargo {
     /// Print the command, then run it (unless `dry_run`), failing if it exits non-zero.
     fn run(self, dry_run: bool) -> Result<()> {
         let shown = self.to_string();
-        println!("$ {shown}");
+        eprintln!("$ {shown}");
         if dry_run {
             return Ok(());
         }
