@@ -53,21 +53,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-#[allow(deprecated)]
-fn device(name: &str) -> Result<Device> {
-    Ok(match name {
-        #[cfg(feature = "flex")]
-        "cpu" | "flex" => Device::flex(),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        #[cfg(feature = "tch")]
-        "libtorch" => Device::libtorch(),
-        #[cfg(feature = "tch")]
-        "libtorch-cuda" => Device::libtorch_cuda(0),
-        other => bail!("device {other} is not compiled into mtl-bench"),
-    })
-}
-
 struct Batch {
     tokens: Tensor<2, Int>,
     mask: Tensor<2, Bool>,
@@ -130,7 +115,7 @@ fn main() -> Result<()> {
         "seed" => (512, 8, 6, 2048),
         other => bail!("unknown config {other}: small or seed"),
     };
-    let device = device(&a.device)?;
+    let device = mtl::device::parse(&a.device)?;
     device.seed(0);
     let config = MultitaskConfig::new(1000, 3, 5)
         .with_d_model(d_model)

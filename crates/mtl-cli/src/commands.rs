@@ -20,7 +20,8 @@ use mtl::train::{evaluate, fit, resume};
 use serde_json::json;
 
 use crate::config::{FileConfig, TokenizerKind};
-use crate::{EvalArgs, PredictArgs, ScoreArgs, TrainArgs, device, plot};
+use crate::{EvalArgs, PredictArgs, ScoreArgs, TrainArgs, plot};
+use mtl::device;
 
 fn format_arg(format: &Option<String>) -> Result<Option<Format>> {
     format

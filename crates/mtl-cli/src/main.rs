@@ -2,7 +2,6 @@
 
 mod commands;
 mod config;
-mod device;
 mod plot;
 
 use std::path::PathBuf;

@@ -13,6 +13,17 @@ fn mtl(args: &[&str]) -> Output {
         .expect("mtl runs")
 }
 
+/// `mtl score --gold GOLD --pred PRED`.
+fn score(gold: &Path, pred: &Path) -> Output {
+    mtl(&[
+        "score",
+        "--gold",
+        gold.to_str().expect("utf8"),
+        "--pred",
+        pred.to_str().expect("utf8"),
+    ])
+}
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -125,13 +136,7 @@ fn train_eval_writes_every_metric_and_predictions() {
         })
         .collect();
     std::fs::write(&gold, gold_text).expect("gold");
-    let s = mtl(&[
-        "score",
-        "--gold",
-        gold.to_str().expect("utf8"),
-        "--pred",
-        preds.to_str().expect("utf8"),
-    ]);
+    let s = score(&gold, &preds);
     assert!(s.status.success(), "{}", stderr(&s));
     let sr: serde_json::Value = serde_json::from_slice(&s.stdout).expect("JSON");
     let f1 = |v: &serde_json::Value, p: &str| v.pointer(p).and_then(|x| x.as_f64()).expect("f1");
@@ -204,13 +209,7 @@ fn score_matches_seqeval_on_a_known_case() {
         "John x B-PER\nSmith x I-PER\nin x O\nParis x B-LOC\n\nnew x I-LOC\nGerman x B-MISC\n",
     )
     .expect("pred");
-    let o = mtl(&[
-        "score",
-        "--gold",
-        gold.to_str().expect("utf8"),
-        "--pred",
-        pred.to_str().expect("utf8"),
-    ]);
+    let o = score(&gold, &pred);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     for (key, want) in [
@@ -265,13 +264,7 @@ fn errors_are_one_clear_line() {
     let (gold, pred) = (dir.join("g.txt"), dir.join("p.txt"));
     std::fs::write(&gold, "a B-X\nb O\n").expect("gold");
     std::fs::write(&pred, "a B-X\n").expect("pred");
-    let o = mtl(&[
-        "score",
-        "--gold",
-        gold.to_str().expect("utf8"),
-        "--pred",
-        pred.to_str().expect("utf8"),
-    ]);
+    let o = score(&gold, &pred);
     assert_clean_error(&o, "line up");
 
     // A model directory from another format version.

@@ -32,6 +32,8 @@
 #![deny(missing_docs)]
 
 pub use burn;
+
+pub mod device;
 pub use mtl_data as data;
 pub use mtl_model as model;
 pub use mtl_train as train;

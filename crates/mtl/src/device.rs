@@ -1,0 +1,130 @@
+//! Device names (`cpu`, `wgpu`, `libtorch`, `libtorch-cuda[:N]`) to Burn devices, among the
+//! backends compiled in. The only place that constructs Burn's deprecated libtorch devices.
+
+use burn::tensor::Device;
+
+/// Names accepted by [`parse`].
+pub const DEVICES: &str = "cpu, wgpu, libtorch, libtorch-cuda or libtorch-cuda:N";
+
+/// A device name that is unknown or names a backend this build lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// Not a device name.
+    #[error("unknown device {name:?}: expected one of {DEVICES}")]
+    Unknown {
+        /// The name given.
+        name: String,
+    },
+    /// A known device whose backend feature is off in this build.
+    #[error("device {name} is not compiled in: rebuild with `--features {feature}`")]
+    NotCompiled {
+        /// The device.
+        name: &'static str,
+        /// The cargo feature that enables it.
+        feature: &'static str,
+    },
+}
+
+/// Parses a device name into a Burn device, or explains which feature enables it.
+pub fn parse(name: &str) -> Result<Device, DeviceError> {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "cpu" | "flex" => cpu(),
+        "wgpu" | "gpu" => wgpu(),
+        "libtorch" | "tch" | "libtorch-cpu" => libtorch(None),
+        _ => match lower
+            .strip_prefix("libtorch-cuda")
+            .map(|r| r.trim_start_matches(':'))
+        {
+            Some("") => libtorch(Some(0)),
+            Some(index) => match index.parse::<usize>() {
+                Ok(i) => libtorch(Some(i)),
+                Err(_) => Err(DeviceError::Unknown {
+                    name: name.to_string(),
+                }),
+            },
+            None => Err(DeviceError::Unknown {
+                name: name.to_string(),
+            }),
+        },
+    }
+}
+
+#[cfg(feature = "flex")]
+fn cpu() -> Result<Device, DeviceError> {
+    Ok(Device::flex())
+}
+
+#[cfg(not(feature = "flex"))]
+fn cpu() -> Result<Device, DeviceError> {
+    Err(DeviceError::NotCompiled {
+        name: "cpu",
+        feature: "flex",
+    })
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Result<Device, DeviceError> {
+    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu() -> Result<Device, DeviceError> {
+    Err(DeviceError::NotCompiled {
+        name: "wgpu",
+        feature: "wgpu",
+    })
+}
+
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // burn-tch is deprecated upstream; it stays our libtorch route.
+fn libtorch(cuda: Option<usize>) -> Result<Device, DeviceError> {
+    Ok(match cuda {
+        None => Device::libtorch(),
+        Some(i) => Device::libtorch_cuda(i),
+    })
+}
+
+#[cfg(not(feature = "tch"))]
+fn libtorch(cuda: Option<usize>) -> Result<Device, DeviceError> {
+    let name = if cuda.is_some() {
+        "libtorch-cuda"
+    } else {
+        "libtorch"
+    };
+    Err(DeviceError::NotCompiled {
+        name,
+        feature: "tch",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_or_explain() {
+        assert!(matches!(parse("tpu"), Err(DeviceError::Unknown { .. })));
+        assert!(matches!(
+            parse("libtorch-cuda:x"),
+            Err(DeviceError::Unknown { .. })
+        ));
+        #[cfg(feature = "flex")]
+        assert!(parse(" CPU ").is_ok());
+        #[cfg(not(feature = "tch"))]
+        assert_eq!(
+            parse("libtorch-cuda:1").expect_err("not compiled"),
+            DeviceError::NotCompiled {
+                name: "libtorch-cuda",
+                feature: "tch"
+            }
+        );
+        #[cfg(not(feature = "wgpu"))]
+        assert!(
+            parse("wgpu")
+                .expect_err("not compiled")
+                .to_string()
+                .contains("--features wgpu")
+        );
+    }
+}
