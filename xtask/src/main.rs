@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod libtorch;
+use libtorch::LibtorchEnv;
+
 const USAGE: &str = "\
 Usage: cargo xtask <COMMAND> [OPTIONS]
 
@@ -27,12 +30,16 @@ Commands:
              --skip-fmt          skip stage 1
              --skip-clippy       skip stage 2
              --skip-doc          skip stage 4
-             --features <LIST>   features for clippy and test, e.g. `mtl/wgpu`
+             --features <LIST>   features for every stage, e.g. `mtl/wgpu`
+             --all-backends      all three backends in one build: the features
+                                 mtl/tch,mtl/wgpu (needs `setup-libtorch` and a
+                                 Vulkan driver, e.g. Mesa's); what .ci/run runs
   train    Train a model with the `mtl` binary (crate mtl-cli):
              cargo xtask train [--features wgpu|tch] [-- <mtl train args>]
            With nothing after `--`, trains the embedded quickstart sample
            (data/quickstart, configs/quickstart.toml) into runs/quickstart/,
-           replacing a previous quickstart run.
+           replacing a previous quickstart run, on the device of the feature
+           given (tch: libtorch's CPU device, wgpu: wgpu, none: cpu).
   predict  Tag and classify text with a trained model:
              cargo xtask predict [--features ..] [--model DIR] [TEXT ...]
            DIR defaults to runs/quickstart; with no TEXT, lines are read from stdin.
@@ -46,6 +53,13 @@ Commands:
                                [--config small|seed|all] [--steps N] [--vs-torch PYTHON]
            --vs-torch also runs the PyTorch reference with that interpreter, on the same
            machine in the same run, and prints the ratios (ours / PyTorch).
+  setup-libtorch
+           Install PyTorch 2.9.0 (what burn-tch 0.22.1 links) from PyPI into a virtual
+           environment, or reuse the one there, and print the environment that builds
+           and runs the `tch` feature (also written to <venv>/libtorch.env):
+             cargo xtask setup-libtorch [--venv DIR] [--python PYTHON]
+           DIR defaults to $MTL_TORCH_VENV, else .venv-torch. Every xtask command
+           given `--features tch` then uses it by itself.
   help     Print this message.
 
 Common options:
@@ -93,6 +107,7 @@ fn run() -> Result<()> {
         Some("predict") => predict(&rest),
         Some("eval") => eval(&rest),
         Some("bench") => bench(&rest),
+        Some("setup-libtorch") => libtorch::setup(&root, &rest),
         Some(other) => {
             eprintln!("{USAGE}\n");
             bail!("unknown command `{other}` (see the list above)")
@@ -225,8 +240,14 @@ enum Outcome {
 }
 
 fn ci(args: &[String]) -> Result<()> {
-    let opts = parse(
-        args,
+    let all_backends = args.iter().any(|a| a == "--all-backends");
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--all-backends")
+        .cloned()
+        .collect();
+    let mut opts = parse(
+        &args,
         &Accepts {
             command: "ci",
             skips: &["fmt", "clippy", "doc"],
@@ -237,10 +258,18 @@ fn ci(args: &[String]) -> Result<()> {
     if !opts.trailing.is_empty() {
         bail!("`cargo xtask ci` takes no arguments after `--`");
     }
+    if all_backends {
+        opts.features
+            .extend(["mtl/tch".to_string(), "mtl/wgpu".to_string()]);
+    }
     let features = opts.feature_list();
-    let with_features = |cmd: Cargo| match &features {
-        Some(list) => cmd.args(["--features", list]),
-        None => cmd,
+    let torch = libtorch::env_for(&workspace_root(), &opts.features)?;
+    let with_features = |cmd: Cargo| {
+        match &features {
+            Some(list) => cmd.args(["--features", list]),
+            None => cmd,
+        }
+        .with_libtorch(torch.as_ref())
     };
 
     let doc_flags = match env::var("RUSTDOCFLAGS") {
@@ -272,7 +301,7 @@ fn ci(args: &[String]) -> Result<()> {
         (
             "doc",
             opts.skips("doc"),
-            Cargo::new(["doc", "--release", "--workspace", "--no-deps"])
+            with_features(Cargo::new(["doc", "--release", "--workspace", "--no-deps"]))
                 .env("RUSTDOCFLAGS", &doc_flags),
         ),
     ];
@@ -332,7 +361,7 @@ fn train(args: &[String]) -> Result<()> {
             positional: false,
         },
     )?;
-    let mut cmd = mtl_cli(&opts).arg("train");
+    let mut cmd = mtl_cli(&opts)?.arg("train");
     if opts.trailing.is_empty() {
         eprintln!(
             "Training the embedded quickstart sample (data/quickstart, configs/quickstart.toml) \
@@ -349,6 +378,9 @@ fn train(args: &[String]) -> Result<()> {
             QUICKSTART_RUN,
             "--overwrite",
         ]);
+        if let Some(device) = feature_device(&opts.features) {
+            cmd = cmd.args(["--device", device]);
+        }
     } else {
         cmd = cmd.args(&opts.trailing);
     }
@@ -367,7 +399,7 @@ fn predict(args: &[String]) -> Result<()> {
     )?;
     let model = opts.model.as_deref().unwrap_or(QUICKSTART_RUN);
     let texts: Vec<&String> = opts.positional.iter().chain(&opts.trailing).collect();
-    let mut cmd = mtl_cli(&opts).args(["predict", "--model", model]);
+    let mut cmd = mtl_cli(&opts)?.args(["predict", "--model", model]);
     if texts.iter().any(|t| t.starts_with('-')) {
         cmd = cmd.arg("--");
     }
@@ -384,7 +416,7 @@ fn eval(args: &[String]) -> Result<()> {
             positional: false,
         },
     )?;
-    let mut cmd = mtl_cli(&opts).arg("eval");
+    let mut cmd = mtl_cli(&opts)?.arg("eval");
     if opts.model.is_some() || !has_flag(&opts.trailing, "--model") {
         cmd = cmd.args(["--model", opts.model.as_deref().unwrap_or(QUICKSTART_RUN)]);
     }
@@ -436,20 +468,22 @@ fn bench(args: &[String]) -> Result<()> {
         "small" | "seed" => vec![config.as_str()],
         other => bail!("unknown bench config `{other}`: small, seed or all"),
     };
+    let root = workspace_root();
+    let torch = libtorch::env_for(&root, &features)?;
     let mut build = Cargo::new(["build", "--release", "-p", "mtl-bench"]);
     if !features.is_empty() {
         build = build.args(["--features", &features.join(",")]);
     }
-    build.run(dry_run)?;
-    let root = workspace_root();
+    build.with_libtorch(torch.as_ref()).run(dry_run)?;
     let exe = root.join("target/release/mtl-bench");
     for c in configs {
-        let ours = run_capture(
-            Command::new(&exe)
-                .args(["--config", c, "--device", &device, "--steps", &steps])
-                .env("RAYON_NUM_THREADS", &threads),
-            dry_run,
-        )?;
+        let mut ours = Command::new(&exe);
+        ours.args(["--config", c, "--device", &device, "--steps", &steps])
+            .env("RAYON_NUM_THREADS", &threads);
+        if let Some(torch) = &torch {
+            torch.apply(&mut ours);
+        }
+        let ours = run_capture(&mut ours, dry_run)?;
         println!("{ours}");
         if let Some(py) = &python {
             let script = root.join("../shared/bench/torch_ref.py");
@@ -511,13 +545,31 @@ fn json_number(line: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// `cargo run --release -p mtl-cli [--features ..] --`, ready for the `mtl` arguments.
-fn mtl_cli(opts: &Options) -> Cargo {
+/// `cargo run --release -p mtl-cli [--features ..] --`, ready for the `mtl` arguments, with
+/// libtorch's environment when the features name `tch`.
+fn mtl_cli(opts: &Options) -> Result<Cargo> {
     let mut cmd = Cargo::new(["run", "--release", "-p", "mtl-cli"]);
     if let Some(list) = opts.feature_list() {
         cmd = cmd.args(["--features", &list]);
     }
-    cmd.arg("--")
+    let torch = libtorch::env_for(&workspace_root(), &opts.features)?;
+    Ok(cmd.with_libtorch(torch.as_ref()).arg("--"))
+}
+
+/// The device a backend feature asks for: `tch` → libtorch (CPU), `wgpu` → wgpu.
+fn feature_device(features: &[String]) -> Option<&'static str> {
+    let names: Vec<&str> = features
+        .iter()
+        .flat_map(|f| f.split([',', ' ']))
+        .map(|f| f.rsplit('/').next().unwrap_or(f))
+        .collect();
+    if names.contains(&"tch") {
+        Some("libtorch")
+    } else if names.contains(&"wgpu") {
+        Some("wgpu")
+    } else {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,6 +580,8 @@ fn mtl_cli(opts: &Options) -> Cargo {
 struct Cargo {
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Directories put in front of path-list variables (`PATH`, `LD_LIBRARY_PATH`).
+    prepend: Vec<(String, PathBuf)>,
 }
 
 impl Cargo {
@@ -539,6 +593,7 @@ impl Cargo {
         Self {
             args: Vec::new(),
             envs: Vec::new(),
+            prepend: Vec::new(),
         }
         .args(args)
     }
@@ -563,6 +618,15 @@ impl Cargo {
         self
     }
 
+    /// Adds libtorch's build and run environment, if any.
+    fn with_libtorch(mut self, torch: Option<&LibtorchEnv>) -> Self {
+        if let Some(torch) = torch {
+            self.envs.extend(torch.set.iter().cloned());
+            self.prepend.extend(torch.prepend.iter().cloned());
+        }
+        self
+    }
+
     /// Print the command, then run it (unless `dry_run`), failing if it exits non-zero.
     fn run(self, dry_run: bool) -> Result<()> {
         let shown = self.to_string();
@@ -575,6 +639,11 @@ impl Cargo {
         let status = Command::new(&cargo)
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .envs(
+                self.prepend
+                    .iter()
+                    .map(|(k, dir)| (k, libtorch::prepended(k, dir))),
+            )
             .status()
             .with_context(|| format!("cannot start `{}`", Path::new(&cargo).display()))?;
         if status.success() {
@@ -593,6 +662,13 @@ impl fmt::Display for Cargo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (key, value) in &self.envs {
             write!(f, "{key}={} ", shell_quote(value))?;
+        }
+        for (key, dir) in &self.prepend {
+            write!(
+                f,
+                "{key}={}:${key} ",
+                shell_quote(&dir.display().to_string())
+            )?;
         }
         f.write_str("cargo")?;
         for arg in &self.args {
@@ -696,6 +772,15 @@ mod tests {
         assert_eq!(opts.trailing, strings(&["--odd", "x"]));
         assert!(parse(&strings(&["--unknown"]), &PREDICT).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn backend_features_pick_their_device() {
+        let f = |s: &[&str]| strings(s);
+        assert_eq!(feature_device(&f(&["tch"])), Some("libtorch"));
+        assert_eq!(feature_device(&f(&["mtl-cli/wgpu"])), Some("wgpu"));
+        assert_eq!(feature_device(&f(&["wgpu,tch"])), Some("libtorch"));
+        assert_eq!(feature_device(&f(&[])), None);
     }
 
     #[test]

@@ -64,6 +64,17 @@ impl TextEncoder {
         }
     }
 
+    /// The id of unknown tokens: [`WordVocab::UNK_ID`]; for a HuggingFace tokenizer, the id of
+    /// `[UNK]`, `<unk>` or `<UNK>`, if it has one.
+    pub fn unk_id(&self) -> Option<u32> {
+        match self {
+            Self::Word(_) => Some(WordVocab::UNK_ID),
+            Self::HuggingFace(tokenizer) => ["[UNK]", "<unk>", "<UNK>"]
+                .into_iter()
+                .find_map(|t| tokenizer.token_to_id(t)),
+        }
+    }
+
     /// The id used for padding: [`WordVocab::PAD_ID`]; for a HuggingFace tokenizer, the pad id
     /// of its padding settings, else the id of `[PAD]`, `<pad>` or `<PAD>`, else 0. Padded
     /// positions are masked, so the choice only matters for models that embed them.

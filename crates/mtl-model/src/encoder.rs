@@ -76,24 +76,32 @@ impl EncoderLayer {
     /// - `mask_bias`: `[batch, 1, 1, seq]`, `0` for real keys and a large negative value for padding
     /// - output: `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        if self.pre_norm {
-            let a = self.attention(self.norm_attn.forward(x.clone()), mask_bias);
+        let [batch, seq, d_model] = x.dims();
+        // Everything but the attention scores works on `[batch * seq, d_model]` rows, so each
+        // Linear is one 2-D GEMM over all rows. (Burn runs a 3-D Linear whose rows per batch
+        // are a multiple of 32 as a batched matmul, one small GEMM per sequence.)
+        let x = x.reshape([batch * seq, d_model]);
+        let y = if self.pre_norm {
+            let a = self.attention(self.norm_attn.forward(x.clone()), batch, mask_bias);
             let x = x + self.dropout.forward(a);
             let f = self.feed_forward(self.norm_ff.forward(x.clone()));
             x + self.dropout.forward(f)
         } else {
-            let a = self.attention(x.clone(), mask_bias);
+            let a = self.attention(x.clone(), batch, mask_bias);
             let x = self.norm_attn.forward(x + self.dropout.forward(a));
             let f = self.feed_forward(x.clone());
             self.norm_ff.forward(x + self.dropout.forward(f))
-        }
+        };
+        y.reshape([batch, seq, d_model])
     }
 
-    fn attention(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let [batch, seq, d_model] = x.dims();
+    /// Self-attention over `x`, `[batch * seq, d_model]` rows.
+    fn attention(&self, x: Tensor<2>, batch: usize, mask_bias: Tensor<4>) -> Tensor<2> {
+        let [rows, d_model] = x.dims();
+        let seq = rows / batch;
         let heads = self.n_heads;
         let head_dim = d_model / heads;
-        // [batch, seq, 3 * d_model] -> [batch, 3 * heads, seq, head_dim]
+        // [batch * seq, 3 * d_model] -> [batch, 3 * heads, seq, head_dim]
         let qkv = self
             .qkv
             .forward(x)
@@ -103,16 +111,14 @@ impl EncoderLayer {
         let k = qkv.clone().narrow(1, heads, heads);
         let v = qkv.narrow(1, 2 * heads, heads);
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)) + mask_bias;
+        // Scaling the (contiguous) scores rather than the strided `q` view is one in-place pass.
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask_bias;
         let weights = self.dropout.forward(softmax(scores, 3));
-        let context = weights
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, d_model]);
+        let context = weights.matmul(v).swap_dims(1, 2).reshape([rows, d_model]);
         self.out.forward(context)
     }
 
-    fn feed_forward(&self, x: Tensor<3>) -> Tensor<3> {
+    fn feed_forward(&self, x: Tensor<2>) -> Tensor<2> {
         let h = self.ff_in.forward(x);
         let h = if self.gelu { gelu(h) } else { relu(h) };
         self.ff_out.forward(self.dropout.forward(h))

@@ -13,8 +13,8 @@ use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use mtl_data::{Encoded, Encoder, Example, MultitaskBatcher, plan_batches};
 use mtl_model::{MultitaskTransformer, Task, write_atomic};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -116,6 +116,9 @@ pub struct TrainConfig {
     pub adam_beta2: f64,
     /// AdamW epsilon (PyTorch's 1e-8).
     pub adam_eps: f64,
+    /// Word dropout: the probability that a training token (not a special token) is replaced
+    /// by the unknown token, so the model learns what to do with words it has not seen.
+    pub word_dropout: f64,
     /// Which task each batch trains.
     pub sampling: SamplingStrategy,
     /// Per-task loss weights.
@@ -145,6 +148,7 @@ impl Default for TrainConfig {
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_eps: 1e-8,
+            word_dropout: 0.0,
             sampling: SamplingStrategy::Joint,
             loss_weights: LossWeights::default(),
             seed: 42,
@@ -172,6 +176,9 @@ impl TrainConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay", "must be zero or positive");
+        }
+        if !(0.0..1.0).contains(&self.word_dropout) {
+            return bad("word_dropout", "must be in [0, 1)");
         }
         if let SamplingStrategy::Temperature { temperature } = self.sampling
             && !(temperature.is_finite() && temperature > 0.0)
@@ -374,6 +381,17 @@ impl Progress {
     }
 }
 
+/// A copy of `e` whose word tokens are each replaced by `unk` with probability `p`.
+fn word_dropout(e: &Encoded, unk: u32, p: f64, rng: &mut StdRng) -> Encoded {
+    let mut out = e.clone();
+    for (id, word) in out.ids.iter_mut().zip(&e.word_ids) {
+        if word.is_some() && rng.random::<f64>() < p {
+            *id = unk;
+        }
+    }
+    out
+}
+
 fn labelled_counts(encoded: &[Encoded]) -> [usize; 2] {
     [
         encoded
@@ -483,6 +501,14 @@ fn run_epochs(
     let batcher = MultitaskBatcher {
         pad_id: encoder.text.pad_id(),
     };
+    let unk_for_dropout = if config.word_dropout > 0.0 {
+        Some(encoder.text.unk_id().ok_or_else(|| Error::Option {
+            option: "word_dropout",
+            message: "the tokenizer has no unknown token ([UNK], <unk>)".into(),
+        })?)
+    } else {
+        None
+    };
     let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
     let batches_per_epoch = lengths.len().div_ceil(config.batch_size) as u64;
     let total_steps = batches_per_epoch * config.epochs as u64;
@@ -496,6 +522,8 @@ fn run_epochs(
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(epoch as u64);
         let mut rng = StdRng::seed_from_u64(epoch_seed);
+        // A stream of its own, so word dropout leaves batches and task picks as they were.
+        let mut word_rng = StdRng::seed_from_u64(epoch_seed ^ 0x5EED_D50F_0000_0001);
         ad_device.seed(epoch_seed);
         let plan = plan_batches(
             &lengths,
@@ -522,7 +550,18 @@ fn run_epochs(
             let Some(pick) = sampler.pick(state.step, available, &mut rng) else {
                 continue;
             };
-            let batch = batcher.batch(&items, &ad_device);
+            let dropped: Vec<Encoded> = match unk_for_dropout {
+                Some(unk) => items
+                    .iter()
+                    .map(|e| word_dropout(e, unk, config.word_dropout, &mut word_rng))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let batch = if dropped.is_empty() {
+                batcher.batch(&items, &ad_device)
+            } else {
+                batcher.batch(&dropped.iter().collect::<Vec<_>>(), &ad_device)
+            };
             let w = config.loss_weights;
             let (loss, parts): (Tensor<1>, [Option<f32>; 2]) = match pick {
                 Pick::One(Task::Classification) => {
@@ -711,4 +750,56 @@ fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
     }
     line.push_str(&format!(" lr {:.2e} ({:.1}s)", r.lr, r.seconds));
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded() -> Encoded {
+        Encoded {
+            ids: vec![101, 7, 8, 9, 10, 102],
+            word_ids: vec![None, Some(0), Some(1), Some(1), Some(2), None],
+            label_target: 0,
+            tag_targets: vec![-100, 1, 2, -100, 0, -100],
+            has_label: true,
+            has_tags: true,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn word_dropout_replaces_word_tokens_only_at_its_rate() {
+        let e = encoded();
+        let mut rng = StdRng::seed_from_u64(1);
+        let all = word_dropout(&e, 1, 0.999_999, &mut rng);
+        assert_eq!(all.ids, vec![101, 1, 1, 1, 1, 102]);
+        assert_eq!(
+            (all.tag_targets.clone(), all.word_ids.clone()),
+            (e.tag_targets.clone(), e.word_ids.clone())
+        );
+        assert_eq!(word_dropout(&e, 1, 0.0, &mut rng), e);
+        let replaced: usize = (0..2000)
+            .map(|_| {
+                word_dropout(&e, 1, 0.25, &mut rng)
+                    .ids
+                    .iter()
+                    .filter(|&&id| id == 1)
+                    .count()
+            })
+            .sum();
+        let rate = replaced as f64 / (2000.0 * 4.0);
+        assert!((rate - 0.25).abs() < 0.02, "rate {rate}");
+    }
+
+    #[test]
+    fn word_dropout_outside_its_range_is_refused() {
+        for p in [-0.1, 1.0, f64::NAN] {
+            let config = TrainConfig {
+                word_dropout: p,
+                ..TrainConfig::default()
+            };
+            assert!(config.validate().is_err(), "{p}");
+        }
+    }
 }
