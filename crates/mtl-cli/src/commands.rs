@@ -13,7 +13,10 @@ use mtl::data::{
     WordVocabConfig, iob2_to_spans, read_examples, read_split, read_splits, to_iob2,
 };
 use mtl::model::MultitaskTransformer;
-use mtl::train::eval::{EvalReport, Prediction, predict_encoded, score as score_predictions};
+use mtl::train::TagDecoding;
+use mtl::train::eval::{
+    EvalReport, PredictOptions, Prediction, predict_encoded, score as score_predictions,
+};
 use mtl::train::metrics::{Mode, Scheme, entity_report, token_accuracy};
 use mtl::train::trainer::{BEST_DIR, ProgressMode, TrainConfig, load_model_dir};
 use mtl::train::{evaluate, fit, resume};
@@ -284,15 +287,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let model = model.valid();
     let examples = load_eval_data(&args)?;
     let (encoded, _) = encoder.encode_all(&examples)?;
-    let (predictions, losses) = predict_encoded(
-        &model,
-        &encoder,
-        &examples,
-        &encoded,
-        args.batch_size,
-        1,
-        &device,
-    );
+    let options = PredictOptions::new(args.batch_size).with_decoding(decoding_arg(&args.decoding)?);
+    let (predictions, losses) =
+        predict_encoded(&model, &encoder, &examples, &encoded, &options, &device);
     let report = score_predictions(&examples, &predictions, losses)?;
     if let Some(path) = &args.predictions {
         write_conll(path, &examples, &predictions)?;
@@ -300,6 +297,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&eval_json(&report))?);
     Ok(())
+}
+
+fn decoding_arg(name: &str) -> Result<TagDecoding> {
+    Ok(name.parse::<TagDecoding>()?)
 }
 
 fn write_conll(path: &Path, examples: &[Example], predictions: &[Prediction]) -> Result<()> {
@@ -364,15 +365,10 @@ fn predict_chunk(
         .collect();
     let kept: Vec<Example> = keep.iter().map(|&i| examples[i].clone()).collect();
     let (encoded, _) = encoder.encode_all(&kept)?;
-    let (predictions, _) = predict_encoded(
-        model,
-        encoder,
-        &kept,
-        &encoded,
-        args.batch_size,
-        args.top_k,
-        device,
-    );
+    let options = PredictOptions::new(args.batch_size)
+        .with_top_k(args.top_k)
+        .with_decoding(decoding_arg(&args.decoding)?);
+    let (predictions, _) = predict_encoded(model, encoder, &kept, &encoded, &options, device);
     let mut by_index = vec![None; examples.len()];
     for (i, p) in keep.into_iter().zip(predictions) {
         by_index[i] = Some(p);

@@ -101,6 +101,10 @@ struct EvalArgs {
     /// Batch size.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
+    /// How tags are read off the NER head: iob2 (the best valid IOB2 sequence, Viterbi) or
+    /// argmax (each word's best tag on its own).
+    #[arg(long, default_value = "iob2")]
+    decoding: String,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +123,10 @@ struct PredictArgs {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// How tags are read off the NER head: iob2 (the best valid IOB2 sequence, Viterbi) or
+    /// argmax (each word's best tag on its own).
+    #[arg(long, default_value = "iob2")]
+    decoding: String,
 }
 
 #[derive(Debug, Args)]

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor};
 use mtl_data::{Encoded, Encoder, Example, MultitaskBatcher, plan_batches};
 use mtl_model::MultitaskTransformer;
 use serde::{Deserialize, Serialize};
 
+use crate::decode::{Iob2Constraints, TagDecoding, argmax};
 use crate::error::Result;
 use crate::loss::{cross_entropy, token_cross_entropy};
 use crate::metrics::{self, ClassReport, ConfusionMatrix, Mode, Scheme, TypeScores};
@@ -43,6 +44,47 @@ pub struct TaskLosses {
     pub ner: Option<f64>,
 }
 
+/// Settings of [`predict`]: batch size, how many sentence labels to keep, how tags are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PredictOptions {
+    /// Examples per forward pass (0 is read as 1).
+    pub batch_size: usize,
+    /// Number of sentence labels in [`Prediction::top_k`] (at least 1).
+    pub top_k: usize,
+    /// How tags are read off the NER head.
+    pub decoding: TagDecoding,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            top_k: 1,
+            decoding: TagDecoding::default(),
+        }
+    }
+}
+
+impl PredictOptions {
+    /// Default options with `batch_size`.
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            batch_size,
+            ..Self::default()
+        }
+    }
+    /// Sets `top_k`.
+    pub fn with_top_k(mut self, top_k: usize) -> Self {
+        self.top_k = top_k;
+        self
+    }
+    /// Sets the tag decoding.
+    pub fn with_decoding(mut self, decoding: TagDecoding) -> Self {
+        self.decoding = decoding;
+        self
+    }
+}
+
 /// Runs the model over `examples` in batches (sorted by length for speed; results come back in
 /// input order) and returns predictions and the per-task losses against whatever labels exist.
 ///
@@ -51,13 +93,12 @@ pub fn predict(
     model: &MultitaskTransformer,
     encoder: &Encoder,
     examples: &[Example],
-    batch_size: usize,
-    top_k: usize,
+    options: &PredictOptions,
     device: &Device,
 ) -> Result<(Vec<Prediction>, TaskLosses)> {
     let (encoded, _) = encoder.encode_all(examples)?;
     Ok(predict_encoded(
-        model, encoder, examples, &encoded, batch_size, top_k, device,
+        model, encoder, examples, &encoded, options, device,
     ))
 }
 
@@ -67,21 +108,30 @@ pub fn predict_encoded(
     encoder: &Encoder,
     examples: &[Example],
     encoded: &[Encoded],
-    batch_size: usize,
-    top_k: usize,
+    options: &PredictOptions,
     device: &Device,
 ) -> (Vec<Prediction>, TaskLosses) {
     let batcher = MultitaskBatcher {
         pad_id: encoder.text.pad_id(),
     };
+    let tag_names: Vec<&str> = (0..encoder.tags.len())
+        .map(|i| encoder.tags.name(i).unwrap_or("O"))
+        .collect();
+    let constraints = Iob2Constraints::new(&tag_names);
+    let n_tags = model.config().num_ner_tags;
     let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
-    let plan = plan_batches(&lengths, batch_size, None::<&mut rand::rngs::StdRng>, true);
+    let plan = plan_batches(
+        &lengths,
+        options.batch_size,
+        None::<&mut rand::rngs::StdRng>,
+        true,
+    );
     let mut out: Vec<Option<Prediction>> = vec![None; examples.len()];
     let (mut cls_sum, mut cls_n, mut ner_sum, mut ner_n) = (0.0f64, 0usize, 0.0f64, 0usize);
     for indices in plan {
         let items: Vec<&Encoded> = indices.iter().map(|&i| &encoded[i]).collect();
         let batch = batcher.batch(&items, device);
-        let [b, s] = batch.tokens.dims();
+        let [_, s] = batch.tokens.dims();
         let output = model.forward_joint(batch.tokens.clone(), batch.padding_mask.clone());
         let cls_loss = cross_entropy(output.classification.clone(), batch.label_targets.clone());
         if cls_loss.count > 0 {
@@ -95,15 +145,7 @@ pub fn predict_encoded(
         }
         let classes = model.config().num_classes;
         let cls_probs = to_vec(softmax(output.classification, 1));
-        let ner_probs = softmax(output.ner, 2);
-        let (best, best_ids) = ner_probs.max_dim_with_indices(2);
-        let best = to_vec(best.reshape([b * s]));
-        let best_ids: Vec<i64> = best_ids
-            .reshape([b * s])
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .unwrap_or_default();
+        let ner_log_probs = to_vec(log_softmax(output.ner, 2));
         for (row, &i) in indices.iter().enumerate() {
             let probs = &cls_probs[row * classes..(row + 1) * classes];
             let mut order: Vec<usize> = (0..classes).collect();
@@ -113,29 +155,21 @@ pub fn predict_encoded(
                 score: probs[c],
             };
             let n_words = examples[i].words.len();
-            let len = encoded[i].len();
-            let token_ids: Vec<usize> = best_ids[row * s..row * s + len]
-                .iter()
-                .map(|&t| t.max(0) as usize)
-                .collect();
-            let token_scores = &best[row * s..row * s + len];
-            let tags = encoder.word_tags(&encoded[i], &token_ids, n_words);
-            let mut tag_scores = vec![0.0f32; n_words];
-            let mut seen = vec![false; n_words];
-            for (w, &p) in encoded[i].word_ids.iter().zip(token_scores) {
-                if let Some(w) = *w
-                    && w < n_words
-                    && !seen[w]
-                {
-                    seen[w] = true;
-                    tag_scores[w] = p;
-                }
-            }
+            let rows = &ner_log_probs[row * s * n_tags..(row + 1) * s * n_tags];
+            let (tags, tag_scores) = decode_words(
+                encoder,
+                &encoded[i],
+                n_words,
+                rows,
+                n_tags,
+                &constraints,
+                options.decoding,
+            );
             out[i] = Some(Prediction {
                 label: scored(order[0]),
                 top_k: order
                     .iter()
-                    .take(top_k.max(1))
+                    .take(options.top_k.max(1))
                     .map(|&c| scored(c))
                     .collect(),
                 tags,
@@ -148,6 +182,51 @@ pub fn predict_encoded(
         ner: (ner_n > 0).then(|| ner_sum / ner_n as f64),
     };
     (out.into_iter().flatten().collect(), losses)
+}
+
+/// One example's word tags and their probabilities, read at the first token of each word
+/// from `rows` (`[seq, n_tags]` log-probabilities). Words cut off by truncation read `O` (0.0).
+fn decode_words(
+    encoder: &Encoder,
+    enc: &Encoded,
+    n_words: usize,
+    rows: &[f32],
+    n_tags: usize,
+    constraints: &Iob2Constraints,
+    decoding: TagDecoding,
+) -> (Vec<String>, Vec<f32>) {
+    // The first token of each word, in word order.
+    let mut first = vec![None; n_words];
+    for (t, w) in enc.word_ids.iter().enumerate() {
+        if let Some(w) = *w
+            && w < n_words
+            && first[w].is_none()
+        {
+            first[w] = Some(t);
+        }
+    }
+    let positions: Vec<(usize, usize)> = first
+        .iter()
+        .enumerate()
+        .filter_map(|(w, t)| t.map(|t| (w, t)))
+        .collect();
+    let mut lp = Vec::with_capacity(positions.len() * n_tags);
+    for &(_, t) in &positions {
+        lp.extend_from_slice(&rows[t * n_tags..(t + 1) * n_tags]);
+    }
+    let ids: Vec<usize> = match decoding {
+        TagDecoding::Iob2 if constraints.num_tags() == n_tags => {
+            constraints.viterbi(&lp, positions.len())
+        }
+        _ => lp.chunks(n_tags.max(1)).map(|r| argmax(r).0).collect(),
+    };
+    let mut tags = vec!["O".to_string(); n_words];
+    let mut scores = vec![0.0f32; n_words];
+    for (k, (&(w, _), &id)) in positions.iter().zip(&ids).enumerate() {
+        tags[w] = encoder.tags.name(id).unwrap_or("O").to_string();
+        scores[w] = lp[k * n_tags + id].exp();
+    }
+    (tags, scores)
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -307,6 +386,23 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<(EvalReport, Vec<Prediction>)> {
-    let (predictions, losses) = predict(model, encoder, examples, batch_size, 1, device)?;
+    evaluate_with(
+        model,
+        encoder,
+        examples,
+        &PredictOptions::new(batch_size),
+        device,
+    )
+}
+
+/// [`evaluate`] with every [`PredictOptions`] setting.
+pub fn evaluate_with(
+    model: &MultitaskTransformer,
+    encoder: &Encoder,
+    examples: &[Example],
+    options: &PredictOptions,
+    device: &Device,
+) -> Result<(EvalReport, Vec<Prediction>)> {
+    let (predictions, losses) = predict(model, encoder, examples, options, device)?;
     Ok((score(examples, &predictions, losses)?, predictions))
 }

@@ -7,10 +7,12 @@
 //!   `round-robin`, `joint`);
 //! - [`metrics`]: seqeval-exact entity scores, classification reports, frame accuracy;
 //! - [`eval`]: batched prediction and evaluation;
+//! - [`decode`]: tags from the NER head, argmax or IOB2-constrained Viterbi;
 //! - [`trainer`]: the loop, run directories, checkpoints, resume, early stopping;
 //! - [`seed_api`]: the seed's `MultitaskDataset` and `train_model`.
 #![deny(missing_docs)]
 
+pub mod decode;
 pub mod error;
 pub mod eval;
 pub mod loss;
@@ -20,8 +22,11 @@ pub mod sampler;
 pub mod seed_api;
 pub mod trainer;
 
+pub use decode::TagDecoding;
 pub use error::{Error, Result};
-pub use eval::{EvalReport, Prediction, TaskLosses, evaluate, predict};
+pub use eval::{
+    EvalReport, PredictOptions, Prediction, TaskLosses, evaluate, evaluate_with, predict,
+};
 pub use sampler::SamplingStrategy;
 pub use seed_api::{MultitaskDataset, train_model};
 pub use trainer::{
