@@ -10,6 +10,8 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::module::attention as fused_attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::config::{Activation, MultitaskConfig, NormPosition, PositionalEncoding};
@@ -95,7 +97,9 @@ impl EncoderLayer {
         y.reshape([batch, seq, d_model])
     }
 
-    /// Self-attention over `x`, `[batch * seq, d_model]` rows.
+    /// Self-attention over `x`, `[batch * seq, d_model]` rows; `mask_bias` is
+    /// `[batch, 1, 1, seq]` on an autodiff device and `[batch, 1, seq, seq]` elsewhere (see
+    /// [`TransformerEncoder::forward`]).
     fn attention(&self, x: Tensor<2>, batch: usize, mask_bias: Tensor<4>) -> Tensor<2> {
         let [rows, d_model] = x.dims();
         let seq = rows / batch;
@@ -111,10 +115,23 @@ impl EncoderLayer {
         let k = qkv.clone().narrow(1, heads, heads);
         let v = qkv.narrow(1, 2 * heads, heads);
         let scale = 1.0 / (head_dim as f64).sqrt();
-        // Scaling the (contiguous) scores rather than the strided `q` view is one in-place pass.
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask_bias;
-        let weights = self.dropout.forward(softmax(scores, 3));
-        let context = weights.matmul(v).swap_dims(1, 2).reshape([rows, d_model]);
+        let context = if mask_bias.device().is_autodiff() {
+            // Training: explicit ops, so that autodiff sees them and dropout acts on the
+            // attention weights (as PyTorch's MultiheadAttention). Scaling the (contiguous)
+            // scores rather than the strided `q` view is one in-place pass.
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask_bias;
+            let weights = self.dropout.forward(softmax(scores, 3));
+            weights.matmul(v)
+        } else {
+            // No backward possible, so no dropout either: the backend's fused attention
+            // (flex: one kernel per batch and head, scores never leave the cache).
+            let options = AttentionModuleOptions {
+                scale: Some(scale),
+                ..AttentionModuleOptions::default()
+            };
+            fused_attention(q, k, v, None, Some(mask_bias), options)
+        };
+        let context = context.swap_dims(1, 2).reshape([rows, d_model]);
         self.out.forward(context)
     }
 
@@ -205,10 +222,17 @@ impl TransformerEncoder {
             None => sinusoidal_table(seq, self.d_model, &device).reshape([1, seq, self.d_model]),
         };
         let mut x = self.dropout.forward(x + positions);
-        // Built once per batch, shared by every layer.
+        // Built once per batch, shared by every layer. The fused attention used for inference
+        // wants it per query row ([batch, 1, seq, seq], broadcast over heads); it would
+        // otherwise expand a [batch, 1, 1, seq] bias in every layer.
         let mask_bias = Tensor::<2>::zeros([batch, seq], &device)
             .mask_fill(padding_mask, MASK_BIAS)
             .reshape([batch, 1, 1, seq]);
+        let mask_bias = if device.is_autodiff() {
+            mask_bias
+        } else {
+            mask_bias.repeat_dim(2, seq)
+        };
         for layer in &self.layers {
             x = layer.forward(x, mask_bias.clone());
         }

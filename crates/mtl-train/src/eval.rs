@@ -406,3 +406,53 @@ pub fn evaluate_with(
     let (predictions, losses) = predict(model, encoder, examples, options, device)?;
     Ok((score(examples, &predictions, losses)?, predictions))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mtl_data::{LabelMap, TextEncoder, WordVocab, WordVocabConfig};
+
+    fn names(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|x| (*x).to_string()).collect()
+    }
+
+    #[test]
+    fn words_are_decoded_at_their_first_token()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let tags = LabelMap::from_names(names(&["O", "B-a", "I-a", "B-b"]))?;
+        let labels = LabelMap::from_names(names(&["x"]))?;
+        let vocab = WordVocab::build(&[] as &[Example], &WordVocabConfig::default());
+        let encoder = Encoder::new(TextEncoder::Word(vocab), labels, tags, 8)?;
+        // [CLS] w0 w1 w1' [SEP]; a third word was cut off by truncation.
+        let enc = Encoded {
+            ids: vec![1, 2, 3, 4, 5],
+            word_ids: vec![None, Some(0), Some(1), Some(1), None],
+            label_target: 0,
+            tag_targets: vec![IGNORE; 5],
+            has_label: false,
+            has_tags: false,
+            truncated: true,
+        };
+        let p = |row: [f32; 4]| row.map(f32::ln);
+        let rows: Vec<f32> = [
+            p([0.97, 0.01, 0.01, 0.01]), // [CLS]: never read
+            p([0.6, 0.35, 0.0, 0.05]),   // w0: argmax O
+            p([0.1, 0.1, 0.7, 0.1]),     // w1: argmax I-a
+            p([0.0, 0.0, 0.0, 1.0]),     // w1': not its first token, never read
+            p([1.0, 0.0, 0.0, 0.0]),
+        ]
+        .concat();
+        let c = Iob2Constraints::new(encoder.tags.names());
+        let (argmax_tags, argmax_scores) =
+            decode_words(&encoder, &enc, 3, &rows, 4, &c, TagDecoding::Argmax);
+        assert_eq!(argmax_tags, ["O", "I-a", "O"]);
+        assert!((argmax_scores[1] - 0.7).abs() < 1e-6 && argmax_scores[2] == 0.0);
+        let (tags, scores) = decode_words(&encoder, &enc, 3, &rows, 4, &c, TagDecoding::Iob2);
+        // B-a I-a (0.35 * 0.7) beats O O (0.6 * 0.1) and O B-b (0.6 * 0.1).
+        assert_eq!(tags, ["B-a", "I-a", "O"]);
+        assert!((scores[0] - 0.35).abs() < 1e-6);
+        Ok(())
+    }
+
+    const IGNORE: i64 = mtl_data::IGNORE_INDEX;
+}
