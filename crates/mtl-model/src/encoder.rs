@@ -15,6 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::config::{Activation, MultitaskConfig, NormPosition, PositionalEncoding};
+use crate::dropout::dropout;
 
 /// Additive bias given to padded keys before the attention softmax. Finite, so that a row whose
 /// keys are all padding still gives finite (uniform) weights instead of NaN.
@@ -85,14 +86,14 @@ impl EncoderLayer {
         let x = x.reshape([batch * seq, d_model]);
         let y = if self.pre_norm {
             let a = self.attention(self.norm_attn.forward(x.clone()), batch, mask_bias);
-            let x = x + self.dropout.forward(a);
+            let x = x + dropout(&self.dropout, a);
             let f = self.feed_forward(self.norm_ff.forward(x.clone()));
-            x + self.dropout.forward(f)
+            x + dropout(&self.dropout, f)
         } else {
             let a = self.attention(x.clone(), batch, mask_bias);
-            let x = self.norm_attn.forward(x + self.dropout.forward(a));
+            let x = self.norm_attn.forward(x + dropout(&self.dropout, a));
             let f = self.feed_forward(x.clone());
-            self.norm_ff.forward(x + self.dropout.forward(f))
+            self.norm_ff.forward(x + dropout(&self.dropout, f))
         };
         y.reshape([batch, seq, d_model])
     }
@@ -120,7 +121,7 @@ impl EncoderLayer {
             // attention weights (as PyTorch's MultiheadAttention). Scaling the (contiguous)
             // scores rather than the strided `q` view is one in-place pass.
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask_bias;
-            let weights = self.dropout.forward(softmax(scores, 3));
+            let weights = dropout(&self.dropout, softmax(scores, 3));
             weights.matmul(v)
         } else {
             // No backward possible, so no dropout either: the backend's fused attention
@@ -138,7 +139,7 @@ impl EncoderLayer {
     fn feed_forward(&self, x: Tensor<2>) -> Tensor<2> {
         let h = self.ff_in.forward(x);
         let h = if self.gelu { gelu(h) } else { relu(h) };
-        self.ff_out.forward(self.dropout.forward(h))
+        self.ff_out.forward(dropout(&self.dropout, h))
     }
 }
 
@@ -221,7 +222,7 @@ impl TransformerEncoder {
             }
             None => sinusoidal_table(seq, self.d_model, &device).reshape([1, seq, self.d_model]),
         };
-        let mut x = self.dropout.forward(x + positions);
+        let mut x = dropout(&self.dropout, x + positions);
         // Built once per batch, shared by every layer. The fused attention used for inference
         // wants it per query row ([batch, 1, seq, seq], broadcast over heads); it would
         // otherwise expand a [batch, 1, 1, seq] bias in every layer.

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod dropout;
 pub mod encoder;
 pub mod error;
 pub mod io;

@@ -8,6 +8,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::config::{MultitaskConfig, Pooling};
+use crate::dropout::dropout;
 use crate::encoder::TransformerEncoder;
 use crate::error::{Error, Result};
 
@@ -210,7 +211,7 @@ impl MultitaskTransformer {
         padding_mask: Tensor<2, Bool>,
     ) -> Tensor<2> {
         let pooled = self.pool(hidden, padding_mask);
-        self.classifier.forward(self.head_dropout.forward(pooled))
+        self.classifier.forward(dropout(&self.head_dropout, pooled))
     }
 
     /// NER logits from the encoder output.
@@ -219,7 +220,7 @@ impl MultitaskTransformer {
     /// - `hidden`: `[batch, seq, d_model]`
     /// - output: `[batch, seq, num_ner_tags]`
     pub fn ner_head(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.ner_head.forward(self.head_dropout.forward(hidden))
+        self.ner_head.forward(dropout(&self.head_dropout, hidden))
     }
 
     /// The seed's `model(src, task=..., src_padding_mask=...)`: the selected head's logits.
@@ -281,7 +282,7 @@ impl MultitaskTransformer {
         let pooled = self.pool(hidden.clone(), padding_mask);
         let classification = self
             .classifier
-            .forward(self.head_dropout.forward(pooled.clone()));
+            .forward(dropout(&self.head_dropout, pooled.clone()));
         let ner = self.ner_head(hidden.clone());
         MultitaskOutput {
             classification,
