@@ -19,6 +19,11 @@ use mtl::train::optim::{AdamW, AdamWConfig};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+/// mimalloc reuses freed tensor buffers; glibc would mmap and unmap each large one, paying
+/// page faults on every step (measured with `cargo xtask bench`, see the README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     config: String,
     batch: usize,

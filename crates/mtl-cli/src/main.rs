@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc reuses freed tensor buffers; glibc would mmap and unmap each large one, paying
+/// page faults on every step (measured with `cargo xtask bench`, see the README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Multitask Transformers for sentence classification and NER / slot filling.
 #[derive(Debug, Parser)]
 #[command(name = "mtl", version, about, long_about = None)]
