@@ -169,7 +169,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 TextEncoder::from_tokenizer_file(path)?
             }
         };
-        let encoder = Encoder::build(&data.train, text, file.model.max_seq_length)?;
+        let encoder = Encoder::build(&data.train, text, file.model.max_seq_length)?
+            .with_chars(file.model.char_spec()?)?;
         let (_, enc_report) = encoder.encode_all(&data.train)?;
         if enc_report.truncated > 0 {
             eprintln!(

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mtl::data::TagScheme;
-use mtl::model::{Activation, MultitaskConfig, NormPosition, Pooling, PositionalEncoding};
+use mtl::data::{CharSpec, TagScheme};
+use mtl::model::{
+    Activation, CharFeatures, MultitaskConfig, NormPosition, Pooling, PositionalEncoding,
+};
 use mtl::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,8 @@ pub struct ModelSection {
     pub norm: NormPosition,
     pub layer_norm_eps: f64,
     pub scale_embedding: bool,
+    pub char_features: Option<CharFeatures>,
+    pub sentence_to_tokens: bool,
 }
 
 impl Default for ModelSection {
@@ -58,6 +62,8 @@ impl Default for ModelSection {
             norm: NormPosition::Post,
             layer_norm_eps: 1e-5,
             scale_embedding: true,
+            char_features: None,
+            sentence_to_tokens: false,
         }
     }
 }
@@ -85,7 +91,22 @@ impl ModelSection {
             .with_pad_token_id(pad as usize);
         c.layer_norm_eps = self.layer_norm_eps;
         c.scale_embedding = self.scale_embedding;
-        c
+        c.with_char_features(self.char_features.clone())
+            .with_sentence_to_tokens(self.sentence_to_tokens)
+    }
+
+    /// The character ids the encoder must make for this model.
+    pub fn char_spec(&self) -> Result<Option<CharSpec>> {
+        self.char_features
+            .as_ref()
+            .map(|c| {
+                Ok(CharSpec {
+                    max_chars: c.max_chars,
+                    buckets: u32::try_from(c.buckets)
+                        .context("[model.char_features] buckets is too large")?,
+                })
+            })
+            .transpose()
     }
 }
 

@@ -4,7 +4,8 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::encode::{Encoded, IGNORE_INDEX};
+use crate::chars::CHAR_PAD;
+use crate::encode::{Encoded, Encoder, IGNORE_INDEX};
 
 /// A padded batch of encoded examples.
 ///
@@ -18,6 +19,9 @@ use crate::encode::{Encoded, IGNORE_INDEX};
 /// - `tag_targets`: `[batch, seq]`, [`IGNORE_INDEX`] on padding and on every position that
 ///   carries no tag.
 ///
+/// - `chars`: `[batch, seq, max_chars]` character ids of each token's word ([`CHAR_PAD`] on
+///   padding and special tokens), when the batcher has a character width.
+///
 /// `seq` is the length of the longest example of the batch (dynamic padding), never more.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -29,6 +33,8 @@ pub struct Batch {
     pub label_targets: Tensor<1, Int>,
     /// Tag targets, `[batch, seq]`.
     pub tag_targets: Tensor<2, Int>,
+    /// Character ids, `[batch, seq, max_chars]`, when the batcher has a character width.
+    pub chars: Option<Tensor<3, Int>>,
     /// Per example: whether it has a sentence label.
     pub has_label: Vec<bool>,
     /// Per example: whether it has tags.
@@ -56,19 +62,34 @@ impl Batch {
 pub struct MultitaskBatcher {
     /// The id written on padded positions (see [`crate::TextEncoder::pad_id`]).
     pub pad_id: u32,
+    /// Character ids per token ([`crate::CharSpec::max_chars`]); 0: the batch has no
+    /// character ids.
+    pub max_chars: usize,
 }
 
 impl MultitaskBatcher {
-    /// A batcher padding with `pad_id`.
+    /// A batcher padding with `pad_id`, without character ids.
     pub fn new(pad_id: u32) -> Self {
-        Self { pad_id }
+        Self {
+            pad_id,
+            max_chars: 0,
+        }
+    }
+
+    /// The batcher for what `encoder` encodes: its padding id and character width.
+    pub fn for_encoder(encoder: &Encoder) -> Self {
+        Self {
+            pad_id: encoder.text.pad_id(),
+            max_chars: encoder.chars.map_or(0, |c| c.max_chars),
+        }
     }
 
     /// Pads `items` to the longest of them and moves the batch to `device`.
     ///
     /// The padding mask is made here: `true` marks padding (Burn's convention). An empty
     /// `items` gives a batch of shape `[0, 0]`; an example with no token gives an all-padding
-    /// row.
+    /// row. With a character width, an item whose `chars` are missing or short (hand-built
+    /// items) gets [`CHAR_PAD`] where they are missing.
     pub fn batch(&self, items: &[&Encoded], device: &Device) -> Batch {
         let batch = items.len();
         let seq = items.iter().map(|e| e.ids.len()).max().unwrap_or(0);
@@ -86,11 +107,24 @@ impl MultitaskBatcher {
             tags.extend(std::iter::repeat_n(IGNORE_INDEX, seq - n));
         }
         let labels: Vec<i64> = items.iter().map(|e| e.label_target).collect();
+        let chars = (self.max_chars > 0).then(|| {
+            let width = self.max_chars;
+            let mut chars = Vec::with_capacity(batch * seq * width);
+            for item in items {
+                let n = item.ids.len() * width;
+                chars.extend(
+                    (0..n).map(|i| i64::from(item.chars.get(i).copied().unwrap_or(CHAR_PAD))),
+                );
+                chars.extend(std::iter::repeat_n(i64::from(CHAR_PAD), (seq * width) - n));
+            }
+            Tensor::from_data(TensorData::new(chars, [batch, seq, width]), device)
+        });
         Batch {
             tokens: Tensor::from_data(TensorData::new(tokens, [batch, seq]), device),
             padding_mask: Tensor::from_data(TensorData::new(mask, [batch, seq]), device),
             label_targets: Tensor::from_data(TensorData::new(labels, [batch]), device),
             tag_targets: Tensor::from_data(TensorData::new(tags, [batch, seq]), device),
+            chars,
             has_label: items.iter().map(|e| e.has_label).collect(),
             has_tags: items.iter().map(|e| e.has_tags).collect(),
             lengths: items.iter().map(|e| e.ids.len()).collect(),
@@ -186,6 +220,7 @@ mod tests {
     }
 
     fn encoded(ids: Vec<u32>, label: i64, tags: Vec<i64>, has_tags: bool) -> Encoded {
+        let ids_for_chars = ids.clone();
         Encoded {
             word_ids: (0..ids.len()).map(Some).collect(),
             ids,
@@ -194,6 +229,8 @@ mod tests {
             has_label: label != IGNORE_INDEX,
             has_tags,
             truncated: false,
+            // Two character ids per token, for batchers with `max_chars: 2`.
+            chars: ids_for_chars.iter().flat_map(|&id| [id, id + 1]).collect(),
         }
     }
 
@@ -226,6 +263,7 @@ mod tests {
         assert_eq!(batch.has_label, [true, false]);
         assert_eq!(batch.has_tags, [true, false]);
         assert_eq!(batch.lengths, [3, 1]);
+        assert!(batch.chars.is_none());
     }
 
     #[test]
@@ -286,8 +324,12 @@ mod tests {
         fn unbatching_gives_back_the_examples(items in arb_items(), pad in 0u32..3) {
             let device = Device::flex();
             let refs: Vec<&Encoded> = items.iter().collect();
-            let batch = MultitaskBatcher::new(pad).batch(&refs, &device);
+            let batcher = MultitaskBatcher { pad_id: pad, max_chars: 2 };
+            let batch = batcher.batch(&refs, &device);
             let [b, s] = batch.tokens.dims();
+            let chars = batch.chars.clone().ok_or_else(|| TestCaseError::fail("no chars"))?;
+            prop_assert_eq!(chars.dims(), [b, s, 2]);
+            let chars = chars.into_data().try_into_vec_as::<i64>().map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
             let longest = items.iter().map(|e| e.ids.len()).max().unwrap_or(0);
             prop_assert_eq!((b, s), (items.len(), longest));
             prop_assert_eq!(batch.padding_mask.dims(), [b, s]);
@@ -302,6 +344,9 @@ mod tests {
                 let ids: Vec<u32> = tokens[row * s..row * s + n].iter().map(|&t| t as u32).collect();
                 prop_assert_eq!(&ids, &item.ids);
                 prop_assert_eq!(&tags[row * s..row * s + n], &item.tag_targets[..]);
+                let row_chars: Vec<u32> = chars[row * s * 2..row * s * 2 + n * 2].iter().map(|&c| c as u32).collect();
+                prop_assert_eq!(&row_chars, &item.chars);
+                prop_assert!(chars[(row * s + n) * 2..(row + 1) * s * 2].iter().all(|&c| c == i64::from(CHAR_PAD)));
                 prop_assert!(mask[row * s..row * s + n].iter().all(|m| !m));
                 prop_assert!(mask[row * s + n..(row + 1) * s].iter().all(|&m| m));
                 prop_assert!(tokens[row * s + n..(row + 1) * s].iter().all(|&t| t == i64::from(pad)));

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chars::CharSpec;
 use crate::error::{Error, Problem, Result};
 use crate::example::Example;
 use crate::labels::LabelMap;
@@ -40,6 +41,9 @@ pub struct Encoded {
     pub has_tags: bool,
     /// Whether tokens were cut to fit `max_seq_length`.
     pub truncated: bool,
+    /// Character ids, [`CharSpec::max_chars`] per token (those of the token's word; padding
+    /// for special tokens), when the encoder has a [`CharSpec`]; empty otherwise.
+    pub chars: Vec<u32>,
 }
 
 impl Encoded {
@@ -87,6 +91,8 @@ enum TextKind {
 struct EncoderFile {
     max_seq_length: usize,
     text_encoder: TextKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chars: Option<CharSpec>,
 }
 
 /// Encodes examples for the multitask model: token ids, the sentence-label target and the
@@ -102,6 +108,8 @@ pub struct Encoder {
     /// The most tokens an encoded example has (special tokens included); longer examples are
     /// truncated, keeping the tokenizer's trailing special tokens (such as `[SEP]`).
     pub max_seq_length: usize,
+    /// Character ids for character-level word features; `None`: no character ids.
+    pub chars: Option<CharSpec>,
 }
 
 impl Encoder {
@@ -128,7 +136,22 @@ impl Encoder {
             labels,
             tags,
             max_seq_length,
+            chars: None,
         })
+    }
+
+    /// The same encoder, giving every token the character ids of its word as `spec` says
+    /// (`None`: no character ids).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSetting`] if `spec` is invalid (see [`CharSpec::validate`]).
+    pub fn with_chars(mut self, spec: Option<CharSpec>) -> Result<Self> {
+        if let Some(spec) = &spec {
+            spec.validate()?;
+        }
+        self.chars = spec;
+        Ok(self)
     }
 
     /// An encoder whose label and tag maps are built from training examples (see
@@ -207,6 +230,16 @@ impl Encoder {
                 }
             }
         }
+        let mut chars = Vec::new();
+        if let Some(spec) = &self.chars {
+            chars.reserve(word_ids.len() * spec.max_chars);
+            for word in &word_ids {
+                match word.and_then(|w| ex.words.get(w)) {
+                    Some(word) => spec.push_word(word, &mut chars),
+                    None => spec.push_none(&mut chars),
+                }
+            }
+        }
         let encoded = Encoded {
             ids,
             word_ids,
@@ -215,6 +248,7 @@ impl Encoder {
             has_label: ex.label.is_some(),
             has_tags: ex.tags.is_some(),
             truncated,
+            chars,
         };
         Ok((encoded, unknown_label, unknown_tags))
     }
@@ -294,7 +328,7 @@ impl Encoder {
     }
 
     /// Saves to `dir` (created if needed): `labels.json`, `tags.json`, `vocab.json` or
-    /// `tokenizer.json`, and `encoder.json` holding `max_seq_length`.
+    /// `tokenizer.json`, and `encoder.json` holding `max_seq_length` and the [`CharSpec`].
     ///
     /// # Errors
     ///
@@ -310,6 +344,7 @@ impl Encoder {
         let file = EncoderFile {
             max_seq_length: self.max_seq_length,
             text_encoder,
+            chars: self.chars,
         };
         crate::json::write(&dir.join(ENCODER_FILE), &file)
     }
@@ -328,7 +363,7 @@ impl Encoder {
         };
         let labels = LabelMap::load(&dir.join(LABELS_FILE))?;
         let tags = LabelMap::load(&dir.join(TAGS_FILE))?;
-        Self::new(text, labels, tags, file.max_seq_length)
+        Self::new(text, labels, tags, file.max_seq_length)?.with_chars(file.chars)
     }
 }
 
@@ -497,6 +532,48 @@ mod tests {
     }
 
     #[test]
+    fn every_sub_token_gets_its_words_characters() -> Result<()> {
+        let spec = CharSpec {
+            max_chars: 4,
+            buckets: 256,
+        };
+        let enc = hf_encoder(16)?.with_chars(Some(spec))?;
+        let ex = Example::from_words(strings(&["Playing", "ab"]), None, None)?;
+        let (e, _, _) = enc.encode(&ex)?;
+        // [CLS] play ##ing ab [SEP] (the test vocabulary has no "ab": [UNK])
+        let word = |w: &str| {
+            let mut v = Vec::new();
+            spec.push_word(w, &mut v);
+            v
+        };
+        let none = vec![0; 4];
+        let expected: Vec<Vec<u32>> = e
+            .word_ids
+            .iter()
+            .map(|w| match w {
+                Some(0) => word("Playing"),
+                Some(1) => word("ab"),
+                _ => none.clone(),
+            })
+            .collect();
+        assert_eq!(e.chars, expected.concat());
+        assert_eq!(e.chars.len(), e.ids.len() * 4);
+        // "Playing" is longer than 4: "Pl" + "ng".
+        assert_eq!(word("Playing")[..2], word("Pl")[..2]);
+        assert_eq!(word("Playing")[2..], word("ng")[..2]);
+        assert!(hf_encoder(16)?.encode(&ex)?.0.chars.is_empty());
+        assert!(
+            hf_encoder(16)?
+                .with_chars(Some(CharSpec {
+                    max_chars: 0,
+                    buckets: 9
+                }))
+                .is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
     fn save_and_load_both_kinds() -> Result<()> {
         let tmp = TempDir::new("encoder");
         let ex = Example::from_text("play new york");
@@ -507,10 +584,17 @@ mod tests {
                 TextEncoder::Word(WordVocab::build(&train()?, &WordVocabConfig::default())),
             ),
         ] {
-            let enc = Encoder::build(&train()?, text, 7)?;
+            let enc = Encoder::build(&train()?, text.clone(), 7)?;
             let dir = tmp.0.join(name);
             enc.save(&dir)?;
             let back = Encoder::load(&dir)?;
+            assert_eq!(back.chars, None);
+            let with_chars =
+                Encoder::build(&train()?, text, 7)?.with_chars(Some(CharSpec::default()))?;
+            with_chars.save(&tmp.0.join(format!("{name}-chars")))?;
+            let back_chars = Encoder::load(&tmp.0.join(format!("{name}-chars")))?;
+            assert_eq!(back_chars.chars, Some(CharSpec::default()));
+            assert_eq!(back_chars.encode(&ex)?.0, with_chars.encode(&ex)?.0);
             assert_eq!(back.labels, enc.labels);
             assert_eq!(back.tags, enc.tags);
             assert_eq!(back.max_seq_length, 7);

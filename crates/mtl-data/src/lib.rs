@@ -62,6 +62,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod chars;
 mod encode;
 mod error;
 mod example;
@@ -73,6 +74,7 @@ mod text;
 mod vocab;
 
 pub use batch::{Batch, BatchPlan, MultitaskBatcher, plan_batches};
+pub use chars::{CHAR_PAD, CharSpec};
 pub use encode::{
     ENCODER_FILE, EncodeReport, Encoded, Encoder, IGNORE_INDEX, LABELS_FILE, TAGS_FILE,
 };

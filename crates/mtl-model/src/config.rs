@@ -50,6 +50,46 @@ pub enum NormPosition {
     Pre,
 }
 
+/// Character-level word features: each token gets a vector computed from the characters of
+/// its word (character embeddings, a 1-D convolution over them, max over the word, a linear
+/// map to `d_model`), added to its token embedding. Such features let the model read words
+/// it never saw in training (names, numbers, inflections), as the character CNNs of Ma & Hovy
+/// (2016) and spaCy's prefix/suffix features.
+///
+/// The model reads the character ids an encoder makes with the same `max_chars` and
+/// `buckets` (`mtl_data::CharSpec`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CharFeatures {
+    /// Number of character ids (hash buckets), the padding id 0 included.
+    #[serde(default = "defaults::char_buckets")]
+    pub buckets: usize,
+    /// Characters read per word.
+    #[serde(default = "defaults::max_chars")]
+    pub max_chars: usize,
+    /// Width of the character embeddings.
+    #[serde(default = "defaults::char_embedding_dim")]
+    pub embedding_dim: usize,
+    /// Number of convolution filters (width of the word's character vector).
+    #[serde(default = "defaults::char_filters")]
+    pub filters: usize,
+    /// Convolution window, in characters (odd).
+    #[serde(default = "defaults::char_kernel_size")]
+    pub kernel_size: usize,
+}
+
+impl Default for CharFeatures {
+    fn default() -> Self {
+        Self {
+            buckets: defaults::char_buckets(),
+            max_chars: defaults::max_chars(),
+            embedding_dim: defaults::char_embedding_dim(),
+            filters: defaults::char_filters(),
+            kernel_size: defaults::char_kernel_size(),
+        }
+    }
+}
+
 /// Configuration of a [`MultitaskTransformer`](crate::MultitaskTransformer).
 ///
 /// The first nine fields are the seed's constructor arguments with its defaults; the rest are
@@ -103,6 +143,14 @@ pub struct MultitaskConfig {
     /// Multiply token embeddings by `sqrt(d_model)` before adding positions (seed: yes).
     #[serde(default = "defaults::scale_embedding")]
     pub scale_embedding: bool,
+    /// Character-level word features (`None`: token embeddings only, as the seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub char_features: Option<CharFeatures>,
+    /// Condition the NER head on the sentence: the pooled sentence vector, through a linear
+    /// map, is added to every token's vector before the NER head (as the slot gate of Goo et
+    /// al., 2018, in additive form). Off in the seed.
+    #[serde(default)]
+    pub sentence_to_tokens: bool,
 }
 
 mod defaults {
@@ -130,6 +178,21 @@ mod defaults {
     pub fn scale_embedding() -> bool {
         true
     }
+    pub fn char_buckets() -> usize {
+        256
+    }
+    pub fn max_chars() -> usize {
+        16
+    }
+    pub fn char_embedding_dim() -> usize {
+        32
+    }
+    pub fn char_filters() -> usize {
+        128
+    }
+    pub fn char_kernel_size() -> usize {
+        3
+    }
 }
 
 impl MultitaskConfig {
@@ -152,6 +215,8 @@ impl MultitaskConfig {
             pad_token_id: 0,
             layer_norm_eps: defaults::layer_norm_eps(),
             scale_embedding: defaults::scale_embedding(),
+            char_features: None,
+            sentence_to_tokens: false,
         }
     }
 
@@ -205,6 +270,16 @@ impl MultitaskConfig {
         self.norm = n;
         self
     }
+    /// Sets the character-level word features.
+    pub fn with_char_features(mut self, c: Option<CharFeatures>) -> Self {
+        self.char_features = c;
+        self
+    }
+    /// Sets whether the NER head sees the pooled sentence vector.
+    pub fn with_sentence_to_tokens(mut self, on: bool) -> Self {
+        self.sentence_to_tokens = on;
+        self
+    }
     /// Sets the padding token id.
     pub fn with_pad_token_id(mut self, id: usize) -> Self {
         self.pad_token_id = id;
@@ -254,6 +329,27 @@ impl MultitaskConfig {
                 eps: self.layer_norm_eps,
             }
             .into());
+        }
+        if let Some(c) = &self.char_features {
+            let sizes = [
+                ("char_features.max_chars", c.max_chars),
+                ("char_features.embedding_dim", c.embedding_dim),
+                ("char_features.filters", c.filters),
+            ];
+            for (field, value) in sizes {
+                if value == 0 {
+                    return Err(ConfigError::Zero { field }.into());
+                }
+            }
+            if c.buckets < 2 {
+                return Err(ConfigError::CharBuckets { buckets: c.buckets }.into());
+            }
+            if c.kernel_size.is_multiple_of(2) {
+                return Err(ConfigError::CharKernel {
+                    kernel_size: c.kernel_size,
+                }
+                .into());
+            }
         }
         if self.pad_token_id >= self.vocab_size {
             return Err(ConfigError::PadOutOfVocab {
@@ -316,6 +412,27 @@ mod tests {
             (base.clone().with_max_seq_length(0), "max_seq_length"),
             (base.clone().with_pad_token_id(10), "pad_token_id"),
             (MultitaskConfig::new(0, 2, 3), "vocab_size"),
+            (
+                base.clone().with_char_features(Some(CharFeatures {
+                    kernel_size: 4,
+                    ..CharFeatures::default()
+                })),
+                "odd",
+            ),
+            (
+                base.clone().with_char_features(Some(CharFeatures {
+                    buckets: 1,
+                    ..CharFeatures::default()
+                })),
+                "buckets",
+            ),
+            (
+                base.clone().with_char_features(Some(CharFeatures {
+                    filters: 0,
+                    ..CharFeatures::default()
+                })),
+                "char_features.filters",
+            ),
             (
                 base.clone().with_d_model(9).with_nhead(3),
                 "sinusoidal positions need an even d_model",

@@ -14,6 +14,7 @@ use burn::tensor::module::attention as fused_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
+use crate::chars::CharCnn;
 use crate::config::{Activation, MultitaskConfig, NormPosition, PositionalEncoding};
 use crate::dropout::dropout;
 
@@ -150,6 +151,8 @@ pub struct TransformerEncoder {
     pub token_embedding: Embedding,
     /// Learned positions, `[max_seq_length, d_model]`; `None` for sinusoidal positions.
     pub position_embedding: Option<Embedding>,
+    /// Character-level word features added to the token embeddings, when configured.
+    pub char_cnn: Option<CharCnn>,
     /// The encoder layers.
     pub layers: Vec<EncoderLayer>,
     /// Final LayerNorm, present for pre-norm stacks only.
@@ -188,9 +191,14 @@ impl TransformerEncoder {
                 .with_epsilon(config.layer_norm_eps)
                 .init(device)
         });
+        let char_cnn = config
+            .char_features
+            .as_ref()
+            .map(|c| CharCnn::new(c, config.d_model, device));
         Self {
             token_embedding,
             position_embedding,
+            char_cnn,
             layers: (0..config.num_encoder_layers)
                 .map(|_| EncoderLayer::new(config, device))
                 .collect(),
@@ -207,13 +215,27 @@ impl TransformerEncoder {
     /// # Shapes
     /// - `tokens`: `[batch, seq]`
     /// - `padding_mask`: `[batch, seq]`, `true` = padding
+    /// - `chars`: `[batch, seq, max_chars]` character ids, read when the encoder has
+    ///   character features (and ignored otherwise)
     /// - output: `[batch, seq, d_model]`
-    pub fn forward(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<3> {
+    ///
+    /// # Panics
+    /// If the encoder has character features and `chars` is `None`.
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+        chars: Option<Tensor<3, Int>>,
+    ) -> Tensor<3> {
         let [batch, seq] = tokens.dims();
         let device = tokens.device();
         let mut x = self.token_embedding.forward(tokens);
         if self.scale_embedding {
             x = x.mul_scalar((self.d_model as f64).sqrt());
+        }
+        if let Some(cnn) = &self.char_cnn {
+            let chars = chars.expect("a model with character features needs character ids");
+            x = x + cnn.forward(chars);
         }
         let positions = match &self.position_embedding {
             Some(table) => {

@@ -40,7 +40,21 @@ pub enum ConfigError {
         /// The value given.
         eps: f64,
     },
-    /// The padding id is not a token id.
+    /// Too few character ids.
+    #[error(
+        "char_features.buckets must be at least 2 (the padding id and one character), got {buckets}"
+    )]
+    CharBuckets {
+        /// The value given.
+        buckets: usize,
+    },
+    /// The character convolution's window is even.
+    #[error("char_features.kernel_size must be odd, got {kernel_size}")]
+    CharKernel {
+        /// The value given.
+        kernel_size: usize,
+    },
+    /// The padding token is outside the vocabulary.
     #[error("pad_token_id ({pad_token_id}) must be below vocab_size ({vocab_size})")]
     PadOutOfVocab {
         /// The padding id.
@@ -64,7 +78,15 @@ pub enum Error {
         /// `[batch, seq]` of the mask.
         mask: [usize; 2],
     },
-    /// The batch is longer than the model's position table.
+    /// Character ids missing, unexpected, or of the wrong shape.
+    #[error("character ids have shape {chars:?}; expected {expected:?} ([batch, seq, max_chars])")]
+    CharShape {
+        /// The shape given (`None`: no character ids given).
+        chars: Option<[usize; 3]>,
+        /// The shape the model reads (`None`: the model has no character features).
+        expected: Option<[usize; 3]>,
+    },
+    /// The batch is longer than the position table.
     #[error("sequence length {seq} exceeds max_seq_length {max}")]
     TooLong {
         /// Length of the batch.

@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod chars;
 pub mod config;
 pub mod dropout;
 pub mod encoder;
@@ -28,7 +29,10 @@ pub mod error;
 pub mod io;
 pub mod model;
 
-pub use config::{Activation, MultitaskConfig, NormPosition, Pooling, PositionalEncoding};
+pub use chars::CharCnn;
+pub use config::{
+    Activation, CharFeatures, MultitaskConfig, NormPosition, Pooling, PositionalEncoding,
+};
 pub use encoder::{EncoderLayer, TransformerEncoder, sinusoidal_table};
 pub use error::{ConfigError, Error, Result};
 pub use io::{load_config, save_config, write_atomic};

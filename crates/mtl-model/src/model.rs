@@ -89,10 +89,16 @@ pub enum SharedEncoder {
 impl SharedEncoder {
     /// # Shapes
     /// - `tokens`, `padding_mask`: `[batch, seq]` (`true` = padding)
+    /// - `chars`: `[batch, seq, max_chars]`, for encoders with character features
     /// - output: `[batch, seq, d_model]`
-    pub fn forward(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+        chars: Option<Tensor<3, Int>>,
+    ) -> Tensor<3> {
         match self {
-            SharedEncoder::Transformer(encoder) => encoder.forward(tokens, padding_mask),
+            SharedEncoder::Transformer(encoder) => encoder.forward(tokens, padding_mask, chars),
         }
     }
 }
@@ -109,6 +115,9 @@ pub struct MultitaskTransformer {
     pub ner_head: Linear,
     /// Dropout before each head.
     pub head_dropout: Dropout,
+    /// Map of the pooled sentence vector added to every token before the NER head
+    /// (`d_model -> d_model`), when [`MultitaskConfig::sentence_to_tokens`] is on.
+    pub sentence_to_tokens: Option<Linear>,
     /// The configuration the model was built from.
     #[module(skip)]
     pub config: MultitaskConfig,
@@ -123,6 +132,9 @@ impl MultitaskTransformer {
             classifier: LinearConfig::new(config.d_model, config.num_classes).init(device),
             ner_head: LinearConfig::new(config.d_model, config.num_ner_tags).init(device),
             head_dropout: DropoutConfig::new(config.dropout).init(),
+            sentence_to_tokens: config
+                .sentence_to_tokens
+                .then(|| LinearConfig::new(config.d_model, config.d_model).init(device)),
             config: config.clone(),
         };
         // Burn initialises parameters lazily, on first use; draw them all now, so that the
@@ -142,16 +154,40 @@ impl MultitaskTransformer {
         &self.config
     }
 
-    /// Checks that a batch fits this model: mask and tokens of one shape, and no longer than
-    /// `max_seq_length`. The forward passes assume this.
+    /// Checks that a batch without character ids fits this model: see
+    /// [`check_input_with`](Self::check_input_with).
     pub fn check_input(
         &self,
         tokens: &Tensor<2, Int>,
         padding_mask: &Tensor<2, Bool>,
     ) -> Result<()> {
+        self.check_input_with(tokens, padding_mask, None)
+    }
+
+    /// Checks that a batch fits this model: mask and tokens of one shape, no longer than
+    /// `max_seq_length`, and character ids `[batch, seq, max_chars]` exactly when the model
+    /// has character features. The forward passes assume this.
+    pub fn check_input_with(
+        &self,
+        tokens: &Tensor<2, Int>,
+        padding_mask: &Tensor<2, Bool>,
+        chars: Option<&Tensor<3, Int>>,
+    ) -> Result<()> {
         let (t, m) = (tokens.dims(), padding_mask.dims());
         if t != m {
             return Err(Error::MaskShape { tokens: t, mask: m });
+        }
+        let expected = self
+            .config
+            .char_features
+            .as_ref()
+            .map(|c| [t[0], t[1], c.max_chars]);
+        let given = chars.map(Tensor::dims);
+        if given != expected {
+            return Err(Error::CharShape {
+                chars: given,
+                expected,
+            });
         }
         if t[1] > self.config.max_seq_length {
             return Err(Error::TooLong {
@@ -167,8 +203,26 @@ impl MultitaskTransformer {
     /// # Shapes
     /// - `tokens`: `[batch, seq]`, `padding_mask`: `[batch, seq]` (`true` = padding)
     /// - output: `[batch, seq, d_model]`
+    ///
+    /// # Panics
+    /// If the model has character features (use [`encode_with`](Self::encode_with)).
     pub fn encode(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<3> {
-        self.encoder.forward(tokens, padding_mask)
+        self.encoder.forward(tokens, padding_mask, None)
+    }
+
+    /// Runs the shared encoder once, with the character ids of each token's word (needed by
+    /// models with character features, ignored by others).
+    ///
+    /// # Shapes
+    /// - `tokens`, `padding_mask`: `[batch, seq]`; `chars`: `[batch, seq, max_chars]`
+    /// - output: `[batch, seq, d_model]`
+    pub fn encode_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+        chars: Option<Tensor<3, Int>>,
+    ) -> Tensor<3> {
+        self.encoder.forward(tokens, padding_mask, chars)
     }
 
     /// Pools the encoder output into one vector per sentence, ignoring padding.
@@ -214,12 +268,28 @@ impl MultitaskTransformer {
         self.classifier.forward(dropout(&self.head_dropout, pooled))
     }
 
-    /// NER logits from the encoder output.
+    /// NER logits from the encoder output (and, with
+    /// [`MultitaskConfig::sentence_to_tokens`], the pooled sentence vector).
     ///
     /// # Shapes
-    /// - `hidden`: `[batch, seq, d_model]`
+    /// - `hidden`: `[batch, seq, d_model]`, `padding_mask`: `[batch, seq]`
     /// - output: `[batch, seq, num_ner_tags]`
-    pub fn ner_head(&self, hidden: Tensor<3>) -> Tensor<3> {
+    pub fn ner_head(&self, hidden: Tensor<3>, padding_mask: Tensor<2, Bool>) -> Tensor<3> {
+        let pooled = self
+            .sentence_to_tokens
+            .is_some()
+            .then(|| self.pool(hidden.clone(), padding_mask));
+        self.ner_logits(hidden, pooled)
+    }
+
+    fn ner_logits(&self, hidden: Tensor<3>, pooled: Option<Tensor<2>>) -> Tensor<3> {
+        let hidden = match (&self.sentence_to_tokens, pooled) {
+            (Some(map), Some(pooled)) => {
+                let [batch, d_model] = pooled.dims();
+                hidden + map.forward(pooled).reshape([batch, 1, d_model])
+            }
+            _ => hidden,
+        };
         self.ner_head.forward(dropout(&self.head_dropout, hidden))
     }
 
@@ -233,7 +303,8 @@ impl MultitaskTransformer {
     ///   [`TaskLogits::Ner`] `[batch, seq, num_ner_tags]`
     ///
     /// # Panics
-    /// If the input fails [`check_input`](Self::check_input).
+    /// If the input fails [`check_input`](Self::check_input) (models with character features
+    /// are run with the `*_with` methods).
     pub fn forward(
         &self,
         tokens: Tensor<2, Int>,
@@ -245,7 +316,7 @@ impl MultitaskTransformer {
             Task::Classification => {
                 TaskLogits::Classification(self.classification_head(hidden, padding_mask))
             }
-            Task::Ner => TaskLogits::Ner(self.ner_head(hidden)),
+            Task::Ner => TaskLogits::Ner(self.ner_head(hidden, padding_mask)),
         }
     }
 
@@ -255,7 +326,17 @@ impl MultitaskTransformer {
     /// - `tokens`, `padding_mask`: `[batch, seq]`
     /// - output: `[batch, num_classes]`
     pub fn classify(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<2> {
-        let hidden = self.encode(tokens, padding_mask.clone());
+        self.classify_with(tokens, padding_mask, None)
+    }
+
+    /// [`classify`](Self::classify) with character ids (see [`encode_with`](Self::encode_with)).
+    pub fn classify_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+        chars: Option<Tensor<3, Int>>,
+    ) -> Tensor<2> {
+        let hidden = self.encode_with(tokens, padding_mask.clone(), chars);
         self.classification_head(hidden, padding_mask)
     }
 
@@ -265,7 +346,18 @@ impl MultitaskTransformer {
     /// - `tokens`, `padding_mask`: `[batch, seq]`
     /// - output: `[batch, seq, num_ner_tags]`
     pub fn tag(&self, tokens: Tensor<2, Int>, padding_mask: Tensor<2, Bool>) -> Tensor<3> {
-        self.ner_head(self.encode(tokens, padding_mask))
+        self.tag_with(tokens, padding_mask, None)
+    }
+
+    /// [`tag`](Self::tag) with character ids (see [`encode_with`](Self::encode_with)).
+    pub fn tag_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+        chars: Option<Tensor<3, Int>>,
+    ) -> Tensor<3> {
+        let hidden = self.encode_with(tokens, padding_mask.clone(), chars);
+        self.ner_head(hidden, padding_mask)
     }
 
     /// Runs the encoder once and both heads on it, for joint training and inference.
@@ -278,12 +370,23 @@ impl MultitaskTransformer {
         tokens: Tensor<2, Int>,
         padding_mask: Tensor<2, Bool>,
     ) -> MultitaskOutput {
-        let hidden = self.encode(tokens, padding_mask.clone());
+        self.forward_joint_with(tokens, padding_mask, None)
+    }
+
+    /// [`forward_joint`](Self::forward_joint) with character ids (see
+    /// [`encode_with`](Self::encode_with)).
+    pub fn forward_joint_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+        chars: Option<Tensor<3, Int>>,
+    ) -> MultitaskOutput {
+        let hidden = self.encode_with(tokens, padding_mask.clone(), chars);
         let pooled = self.pool(hidden.clone(), padding_mask);
         let classification = self
             .classifier
             .forward(dropout(&self.head_dropout, pooled.clone()));
-        let ner = self.ner_head(hidden.clone());
+        let ner = self.ner_logits(hidden.clone(), Some(pooled.clone()));
         MultitaskOutput {
             classification,
             ner,

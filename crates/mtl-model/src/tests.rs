@@ -241,3 +241,135 @@ proptest! {
         }
     }
 }
+
+/// `small` with character features (3 characters per word) and the sentence vector fed to
+/// the NER head.
+fn with_chars() -> MultitaskConfig {
+    small(
+        Pooling::Mean,
+        NormPosition::Post,
+        PositionalEncoding::Learned,
+    )
+    .with_char_features(Some(CharFeatures {
+        buckets: 9,
+        max_chars: 3,
+        embedding_dim: 4,
+        filters: 6,
+        kernel_size: 3,
+    }))
+    .with_sentence_to_tokens(true)
+}
+
+/// Character ids `[rows, seq, 3]` for `rows` padded to `seq`: a word's ids depend on its token
+/// id; padding gets the padding id 0.
+fn chars_of(rows: &[Vec<i64>], seq: usize, device: &Device) -> Tensor<3, Int> {
+    let mut ids = Vec::new();
+    for row in rows {
+        for i in 0..seq {
+            match row.get(i) {
+                Some(&t) => ids.extend([1 + t % 8, 1 + (t / 3) % 8, 0]),
+                None => ids.extend([0, 0, 0]),
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(ids, [rows.len(), seq, 3]), device)
+}
+
+#[test]
+fn character_features_are_read_checked_and_saved() {
+    let device = Device::flex();
+    let config = with_chars();
+    let model = MultitaskTransformer::new(&config, &device).expect("valid");
+    let rows = [vec![3, 4, 5, 6], vec![7, 8]];
+    let (tokens, mask) = batch(&rows, 4, &device);
+    let chars = chars_of(&rows, 4, &device);
+    model
+        .check_input_with(&tokens, &mask, Some(&chars))
+        .expect("fits");
+    assert!(matches!(
+        model.check_input(&tokens, &mask),
+        Err(Error::CharShape {
+            chars: None,
+            expected: Some([2, 4, 3])
+        })
+    ));
+    let narrow = chars.clone().narrow(2, 0, 2);
+    assert!(matches!(
+        model.check_input_with(&tokens, &mask, Some(&narrow)),
+        Err(Error::CharShape { .. })
+    ));
+    let plain = MultitaskTransformer::new(
+        &small(
+            Pooling::Mean,
+            NormPosition::Post,
+            PositionalEncoding::Learned,
+        ),
+        &device,
+    )
+    .expect("valid");
+    assert!(matches!(
+        plain.check_input_with(&tokens, &mask, Some(&chars)),
+        Err(Error::CharShape { expected: None, .. })
+    ));
+
+    let out = model.forward_joint_with(tokens.clone(), mask.clone(), Some(chars.clone()));
+    assert_eq!(out.ner.dims(), [2, 4, 5]);
+    // The single-head paths agree with the joint pass (the NER head pools the sentence too).
+    model
+        .tag_with(tokens.clone(), mask.clone(), Some(chars.clone()))
+        .into_data()
+        .assert_approx_eq::<f32>(&out.ner.clone().into_data(), Tolerance::absolute(1e-6));
+    model
+        .classify_with(tokens.clone(), mask.clone(), Some(chars.clone()))
+        .into_data()
+        .assert_approx_eq::<f32>(
+            &out.classification.clone().into_data(),
+            Tolerance::absolute(1e-6),
+        );
+
+    // The characters matter: other characters for the same tokens give other logits.
+    let other = chars.clone().add_scalar(1).clamp_max(8);
+    let changed = model.forward_joint_with(tokens.clone(), mask.clone(), Some(other));
+    let diff = (changed.ner - out.ner.clone())
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(diff > 1e-4, "characters ignored (max diff {diff})");
+
+    // Save and load keep the character CNN and the sentence map.
+    let dir = std::env::temp_dir().join(format!("mtl-model-chars-{}", std::process::id()));
+    model.save_dir(&dir).expect("saved");
+    let loaded = MultitaskTransformer::load_dir(&dir, &device).expect("loaded");
+    assert_eq!(loaded.config(), &config);
+    let back = loaded.forward_joint_with(tokens, mask, Some(chars));
+    assert_eq!(out.ner.into_data(), back.ner.into_data());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// With character features and the sentence vector in the NER head, appending padding
+    /// still changes nothing and examples stay independent of their batch.
+    #[test]
+    fn character_model_ignores_padding_and_batch(rows in rows_strategy(), extra in 1usize..5) {
+        let device = Device::flex();
+        let model = MultitaskTransformer::new(&with_chars(), &device).expect("valid");
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(1);
+        let run = |rows: &[Vec<i64>], seq: usize| {
+            let (t, m) = batch(rows, seq, &device);
+            model.forward_joint_with(t, m, Some(chars_of(rows, seq, &device)))
+        };
+        let a = run(&rows, longest);
+        let b = run(&rows, longest + extra);
+        a.classification.clone().into_data().assert_approx_eq::<f32>(&b.classification.into_data(), Tolerance::absolute(1e-4));
+        b.ner.narrow(1, 0, longest).into_data()
+            .assert_approx_eq::<f32>(&a.ner.clone().into_data(), Tolerance::absolute(1e-4));
+        for (i, row) in rows.iter().enumerate() {
+            let alone = run(std::slice::from_ref(row), row.len());
+            a.ner.clone().narrow(0, i, 1).narrow(1, 0, row.len()).into_data()
+                .assert_approx_eq::<f32>(&alone.ner.into_data(), Tolerance::absolute(1e-4));
+        }
+        prop_assert_eq!(a.ner.dims()[0], rows.len());
+    }
+}

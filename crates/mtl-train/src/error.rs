@@ -48,6 +48,16 @@ pub enum Error {
         /// Global optimizer step.
         step: u64,
     },
+    /// The model and the encoder disagree on character ids.
+    #[error(
+        "the model reads character ids {model:?} but the encoder makes {encoder:?} ((max_chars, buckets); None: no character ids)"
+    )]
+    CharMismatch {
+        /// What the model reads.
+        model: Option<(usize, usize)>,
+        /// What the encoder makes.
+        encoder: Option<(usize, usize)>,
+    },
     /// The training data holds no labels for any task.
     #[error("the training data has neither sentence labels nor tags")]
     NoLabels,

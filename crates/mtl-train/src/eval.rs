@@ -96,6 +96,7 @@ pub fn predict(
     options: &PredictOptions,
     device: &Device,
 ) -> Result<(Vec<Prediction>, TaskLosses)> {
+    crate::trainer::check_chars(model, encoder)?;
     let (encoded, _) = encoder.encode_all(examples)?;
     Ok(predict_encoded(
         model, encoder, examples, &encoded, options, device,
@@ -111,9 +112,7 @@ pub fn predict_encoded(
     options: &PredictOptions,
     device: &Device,
 ) -> (Vec<Prediction>, TaskLosses) {
-    let batcher = MultitaskBatcher {
-        pad_id: encoder.text.pad_id(),
-    };
+    let batcher = MultitaskBatcher::for_encoder(encoder);
     let tag_names: Vec<&str> = (0..encoder.tags.len())
         .map(|i| encoder.tags.name(i).unwrap_or("O"))
         .collect();
@@ -132,7 +131,11 @@ pub fn predict_encoded(
         let items: Vec<&Encoded> = indices.iter().map(|&i| &encoded[i]).collect();
         let batch = batcher.batch(&items, device);
         let [_, s] = batch.tokens.dims();
-        let output = model.forward_joint(batch.tokens.clone(), batch.padding_mask.clone());
+        let output = model.forward_joint_with(
+            batch.tokens.clone(),
+            batch.padding_mask.clone(),
+            batch.chars.clone(),
+        );
         let cls_loss = cross_entropy(output.classification.clone(), batch.label_targets.clone());
         if cls_loss.count > 0 {
             cls_sum += cls_loss.mean.into_scalar::<f32>() as f64 * cls_loss.count as f64;
@@ -432,6 +435,7 @@ mod tests {
             has_label: false,
             has_tags: false,
             truncated: true,
+            chars: Vec::new(),
         };
         let p = |row: [f32; 4]| row.map(f32::ln);
         let rows: Vec<f32> = [

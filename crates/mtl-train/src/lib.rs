@@ -30,6 +30,6 @@ pub use eval::{
 pub use sampler::SamplingStrategy;
 pub use seed_api::{MultitaskDataset, train_model};
 pub use trainer::{
-    EpochRecord, History, LossWeights, SelectMetric, TrainConfig, TrainOutcome, fit,
+    EpochRecord, History, LossWeights, SelectMetric, TrainConfig, TrainOutcome, check_chars, fit,
     load_model_dir, resume, save_model_dir,
 };

@@ -319,6 +319,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(MultitaskTransform
     let dir = resolve_model_dir(dir);
     let model = MultitaskTransformer::load_dir(&dir, device)?;
     let encoder = Encoder::load(&dir)?;
+    check_chars(&model, &encoder)?;
     Ok((model, encoder))
 }
 
@@ -378,6 +379,29 @@ impl Progress {
         if self.bar.is_some() || self.plain {
             eprintln!("{line}");
         }
+    }
+}
+
+/// Checks that `encoder` makes the character ids `model` reads: both without, or both with
+/// the same `max_chars` and `buckets`.
+///
+/// # Errors
+///
+/// [`Error::CharMismatch`] otherwise.
+pub fn check_chars(model: &MultitaskTransformer, encoder: &Encoder) -> Result<()> {
+    let reads = model
+        .config()
+        .char_features
+        .as_ref()
+        .map(|c| (c.max_chars, c.buckets));
+    let makes = encoder.chars.map(|c| (c.max_chars, c.buckets as usize));
+    if reads == makes {
+        Ok(())
+    } else {
+        Err(Error::CharMismatch {
+            model: reads,
+            encoder: makes,
+        })
     }
 }
 
@@ -498,9 +522,8 @@ fn run_epochs(
         return Err(Error::NoLabels);
     }
     let sampler = TaskSampler::new(config.sampling, counts);
-    let batcher = MultitaskBatcher {
-        pad_id: encoder.text.pad_id(),
-    };
+    check_chars(&model, encoder)?;
+    let batcher = MultitaskBatcher::for_encoder(encoder);
     let unk_for_dropout = if config.word_dropout > 0.0 {
         Some(encoder.text.unk_id().ok_or_else(|| Error::Option {
             option: "word_dropout",
@@ -567,7 +590,7 @@ fn run_epochs(
                 Pick::One(Task::Classification) => {
                     steps_per_task[0] += 1;
                     let l = cross_entropy(
-                        model.classify(batch.tokens, batch.padding_mask),
+                        model.classify_with(batch.tokens, batch.padding_mask, batch.chars),
                         batch.label_targets,
                     );
                     let v = l.mean.clone().into_scalar::<f32>();
@@ -576,7 +599,7 @@ fn run_epochs(
                 Pick::One(Task::Ner) => {
                     steps_per_task[1] += 1;
                     let l = token_cross_entropy(
-                        model.tag(batch.tokens, batch.padding_mask),
+                        model.tag_with(batch.tokens, batch.padding_mask, batch.chars),
                         batch.tag_targets,
                     );
                     let v = l.mean.clone().into_scalar::<f32>();
@@ -584,7 +607,8 @@ fn run_epochs(
                 }
                 Pick::Both => {
                     steps_per_task[2] += 1;
-                    let out = model.forward_joint(batch.tokens, batch.padding_mask);
+                    let out =
+                        model.forward_joint_with(batch.tokens, batch.padding_mask, batch.chars);
                     let lc = cross_entropy(out.classification, batch.label_targets);
                     let ln = token_cross_entropy(out.ner, batch.tag_targets);
                     let parts = [
@@ -765,6 +789,7 @@ mod tests {
             has_label: true,
             has_tags: true,
             truncated: false,
+            chars: Vec::new(),
         }
     }
 
