@@ -2,8 +2,8 @@
 //! strategy, training is reproducible, and resume equals an unbroken run.
 
 use burn::tensor::Device;
-use mtl_data::Encoder;
-use mtl_model::{MultitaskConfig, MultitaskTransformer};
+use mtl_data::{CharSpec, Encoder};
+use mtl_model::{CharFeatures, MultitaskConfig, MultitaskTransformer};
 use mtl_train::sampler::SamplingStrategy;
 use mtl_train::trainer::{ProgressMode, TrainConfig};
 use mtl_train::{MultitaskDataset, evaluate, fit, resume};
@@ -318,4 +318,121 @@ fn early_stopping_ends_a_run_that_stops_improving() {
     .expect("trains");
     assert!(out.stopped_early);
     assert_eq!(out.history.epochs.len(), 3);
+}
+
+/// "meet <word> now": the word is a `place` when it ends in "ville" and a `code` when it is
+/// made of digits. Test words never occur in training, so the word vocabulary reads them all
+/// as `[UNK]`: only character features can tell the two kinds apart.
+fn unseen_words() -> (MultitaskDataset, MultitaskDataset) {
+    let stems = [
+        "abbe", "bran", "cole", "dan", "eve", "fay", "gran", "hope", "iris", "jack", "kent",
+        "lake", "mark", "nash", "oak", "pell", "quin", "rose", "saint", "troy",
+    ];
+    let make = |range: std::ops::Range<usize>| {
+        let mut texts = Vec::new();
+        let mut kinds = Vec::new();
+        for i in range {
+            texts.push(format!("meet {}ville now", stems[i % stems.len()]));
+            kinds.push("place");
+            texts.push(format!("meet {} now", 1000 + 37 * i));
+            kinds.push("code");
+        }
+        let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let labels: Vec<Option<&str>> = vec![Some("meet"); texts.len()];
+        let tags: Vec<Option<Vec<&str>>> = kinds
+            .iter()
+            .map(|k| {
+                Some(vec![
+                    "O",
+                    if *k == "place" { "B-place" } else { "B-code" },
+                    "O",
+                ])
+            })
+            .collect();
+        MultitaskDataset::new(&text_refs, &labels, &tags).expect("valid data")
+    };
+    (make(0..14), make(14..20))
+}
+
+#[test]
+fn character_features_tag_words_never_seen_in_training() {
+    let _guard = serial();
+    let device = Device::flex();
+    let (train, test) = unseen_words();
+    let spec = CharSpec {
+        max_chars: 8,
+        buckets: 64,
+    };
+    let f1 = |chars: bool| {
+        let encoder = train
+            .build_encoder(32)
+            .expect("encoder")
+            .with_chars(chars.then_some(spec))
+            .expect("valid spec");
+        let base = small_model(&encoder, &device);
+        let model_config = base
+            .config()
+            .clone()
+            .with_char_features(chars.then(|| CharFeatures {
+                buckets: 64,
+                max_chars: 8,
+                embedding_dim: 8,
+                filters: 16,
+                kernel_size: 3,
+            }));
+        device.seed(7);
+        let model = MultitaskTransformer::new(&model_config, &device).expect("valid config");
+        let out = fit(
+            model,
+            &encoder,
+            &train.examples,
+            None,
+            &config(SamplingStrategy::Joint, 40),
+            None,
+            &device,
+        )
+        .expect("trains");
+        let (train_report, _) =
+            evaluate(&out.model, &encoder, &train.examples, 64, &device).expect("evaluates");
+        let (report, _) =
+            evaluate(&out.model, &encoder, &test.examples, 64, &device).expect("evaluates");
+        eprintln!(
+            "characters {chars}: train F1 {}, test F1 {}",
+            train_report.ner.expect("ner").f1,
+            report.ner.as_ref().expect("ner").f1
+        );
+        report.ner.expect("ner").f1
+    };
+    let (without, with) = (f1(false), f1(true));
+    assert!(with >= 0.99, "with characters: entity F1 {with}");
+    assert!(without <= 0.6, "without characters: entity F1 {without}");
+}
+
+#[test]
+fn model_and_encoder_must_agree_on_characters() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    let base = small_model(&encoder, &device);
+    let model_config = base
+        .config()
+        .clone()
+        .with_char_features(Some(CharFeatures::default()));
+    let model = MultitaskTransformer::new(&model_config, &device).expect("valid config");
+    let err = fit(
+        model,
+        &encoder,
+        &data.examples,
+        None,
+        &config(SamplingStrategy::Joint, 1),
+        None,
+        &device,
+    )
+    .err()
+    .expect("mismatch");
+    assert!(
+        matches!(err, mtl_train::Error::CharMismatch { encoder: None, .. }),
+        "{err}"
+    );
 }
