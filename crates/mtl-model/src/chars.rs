@@ -12,7 +12,8 @@ use crate::config::CharFeatures;
 ///
 /// The convolution is written as one matrix product over all windows (the `kernel_size`
 /// neighbouring character embeddings of every position, concatenated), so that every backend
-/// runs it as a single GEMM, forward and backward.
+/// runs it as a single GEMM, forward and backward. Windows reaching past the word's ends read
+/// the padding character (id 0), whose embedding is learned like any other.
 #[derive(Module, Debug)]
 pub struct CharCnn {
     /// Character embeddings, `[buckets, embedding_dim]`.
@@ -21,7 +22,7 @@ pub struct CharCnn {
     pub conv: Linear,
     /// Map of the word's character vector to the model width, `filters -> d_model`.
     pub proj: Linear,
-    /// Convolution window, in characters (odd; windows are zero-padded at the word's ends).
+    /// Convolution window, in characters (odd).
     pub kernel_size: usize,
 }
 
@@ -46,15 +47,19 @@ impl CharCnn {
         let [batch, seq, width] = chars.dims();
         let words = batch * seq;
         let device = chars.device();
-        let x = self.embedding.forward(chars.reshape([words, width])); // [words, width, dim]
-        let [_, _, dim] = x.dims();
+        // Positions outside the word read the padding character, as do the padded ends of
+        // short words; padding the ids rather than the embeddings keeps the copy small.
         let half = self.kernel_size / 2;
-        let x = if half > 0 {
-            let zeros = Tensor::<3>::zeros([words, half, dim], &device);
-            Tensor::cat(vec![zeros.clone(), x, zeros], 1)
+        let chars = if half > 0 {
+            let pad = Tensor::<3, Int>::zeros([batch, seq, half], &device);
+            Tensor::cat(vec![pad.clone(), chars, pad], 2)
         } else {
-            x
+            chars
         };
+        let x = self
+            .embedding
+            .forward(chars.reshape([words, width + 2 * half])); // [words, width + 2 half, dim]
+        let [_, _, dim] = x.dims();
         // [words, width, kernel_size * dim]: window i of position p is x[p + i - half].
         let windows: Vec<Tensor<3>> = (0..self.kernel_size)
             .map(|i| x.clone().narrow(1, i, width))
@@ -110,10 +115,12 @@ mod tests {
                     let mut acc = conv_b[f];
                     for i in 0..3 {
                         let q = p as isize + i as isize - 1;
-                        if !(0..5).contains(&q) {
-                            continue;
-                        }
-                        let id = ids[word * 5 + q as usize] as usize;
+                        // Outside the word: the padding character 0.
+                        let id = if (0..5).contains(&q) {
+                            ids[word * 5 + q as usize] as usize
+                        } else {
+                            0
+                        };
                         for e in 0..3 {
                             acc += emb[id * 3 + e] * conv_w[(i * 3 + e) * 4 + f];
                         }
