@@ -37,7 +37,7 @@ fn load_tokenize_batch(c: &mut Criterion) {
             let encoder = Encoder::build(&examples, TextEncoder::Word(vocab), 64).expect("encoder");
             let (encoded, _) = encoder.encode_all(&examples).expect("encodes");
             let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
-            let batcher = MultitaskBatcher { pad_id: 0 };
+            let batcher = MultitaskBatcher::new(0);
             let mut tokens = 0;
             for batch in plan_batches(&lengths, 32, None::<&mut rand::rngs::StdRng>, true) {
                 let items: Vec<&Encoded> = batch.iter().map(|&i| &encoded[i]).collect();

@@ -11,9 +11,11 @@ use std::path::Path;
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use mtl::data::{
-    Encoder, Format, ReadOptions, TextEncoder, WordVocab, WordVocabConfig, read_split,
+    CharSpec, Encoder, Format, ReadOptions, TextEncoder, WordVocab, WordVocabConfig, read_split,
 };
-use mtl::model::{Activation, MultitaskConfig, MultitaskTransformer, NormPosition, Pooling};
+use mtl::model::{
+    Activation, CharFeatures, MultitaskConfig, MultitaskTransformer, NormPosition, Pooling,
+};
 use mtl::model::{PositionalEncoding, Task, TaskLogits};
 use mtl::train::sampler::SamplingStrategy;
 use mtl::train::trainer::{ProgressMode, TrainConfig};
@@ -98,6 +100,27 @@ fn batch(vocab: usize, lengths: &[usize], seed: u64) -> (TensorData, TensorData)
     (TensorData::new(ids, shape), TensorData::new(pad, shape))
 }
 
+/// Character ids `[batch, seq, width]` for token ids `[batch, seq]`: two characters that
+/// depend on the id, then padding; padding tokens (id 0) get no characters.
+fn char_ids(ids: &TensorData, width: usize, buckets: usize) -> TensorData {
+    let values = ids.try_to_vec::<i64>().expect("int ids");
+    let mut chars = Vec::with_capacity(values.len() * width);
+    for &id in &values {
+        for c in 0..width {
+            let real = id != 0 && c < 2;
+            let b = buckets as i64 - 1;
+            chars.push(if real {
+                1 + (id * (c as i64 + 3)) % b
+            } else {
+                0
+            });
+        }
+    }
+    let shape = ids.shape();
+    let [batch, seq] = [shape[0], shape[1]];
+    TensorData::new(chars, [batch, seq, width])
+}
+
 fn logits(
     model: &MultitaskTransformer,
     ids: &TensorData,
@@ -106,7 +129,12 @@ fn logits(
 ) -> (Vec<f32>, Vec<f32>) {
     let tokens = Tensor::<2, Int>::from_data(ids.clone(), device);
     let mask = Tensor::<2, Bool>::from_data(pad.clone(), device);
-    let out = model.forward_joint(tokens.clone(), mask.clone());
+    let chars = model
+        .config()
+        .char_features
+        .as_ref()
+        .map(|c| Tensor::<3, Int>::from_data(char_ids(ids, c.max_chars, c.buckets), device));
+    let out = model.forward_joint_with(tokens.clone(), mask.clone(), chars.clone());
     let cls = out
         .classification
         .into_data()
@@ -114,12 +142,18 @@ fn logits(
         .expect("f32");
     let ner = out.ner.into_data().try_to_vec::<f32>().expect("f32");
     // `forward` by task must agree with the joint pass on every backend too.
-    match model.forward(tokens, mask, Task::Classification) {
-        TaskLogits::Classification(l) => {
-            assert_close(&cls, &l.into_data().try_to_vec::<f32>().expect("f32"), 1e-5)
-        }
-        TaskLogits::Ner(_) => panic!("asked for classification"),
-    }
+    let by_task = match chars {
+        Some(chars) => model.classify_with(tokens, mask, Some(chars)),
+        None => match model.forward(tokens, mask, Task::Classification) {
+            TaskLogits::Classification(l) => l,
+            TaskLogits::Ner(_) => panic!("asked for classification"),
+        },
+    };
+    assert_close(
+        &cls,
+        &by_task.into_data().try_to_vec::<f32>().expect("f32"),
+        1e-5,
+    );
     (cls, ner)
 }
 
@@ -137,7 +171,8 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32) {
 }
 
 /// The configurations compared: the seed's architecture (post-norm, sinusoidal, mean pooling,
-/// ReLU) and the other options (pre-norm, learned positions, GELU, first/max pooling).
+/// ReLU) and the other options (pre-norm, learned positions, GELU, first/max pooling,
+/// character features with the sentence vector in the NER head).
 fn configs() -> Vec<MultitaskConfig> {
     let base = MultitaskConfig::new(97, 4, 7)
         .with_d_model(32)
@@ -154,8 +189,16 @@ fn configs() -> Vec<MultitaskConfig> {
             .with_pooling(Pooling::First),
         MultitaskConfig {
             scale_embedding: false,
-            ..base.with_pooling(Pooling::Max)
+            ..base.clone().with_pooling(Pooling::Max)
         },
+        base.with_char_features(Some(CharFeatures {
+            buckets: 50,
+            max_chars: 6,
+            embedding_dim: 8,
+            filters: 16,
+            kernel_size: 3,
+        }))
+        .with_sentence_to_tokens(true),
     ]
 }
 
@@ -215,7 +258,15 @@ fn short_training_gives_the_same_loss_curve_on_every_backend() {
     let (valid, _) = read_split(&data, "dev", Some(Format::JointBert), &opts).expect("dev");
     let (train, valid) = (&train[..96], &valid[..48]);
     let vocab = WordVocab::build(train, &WordVocabConfig::default());
-    let encoder = Encoder::build(train, TextEncoder::Word(vocab), 32).expect("encoder");
+    // With character features, so that their backward pass is compared too.
+    let spec = CharSpec {
+        max_chars: 10,
+        buckets: 64,
+    };
+    let encoder = Encoder::build(train, TextEncoder::Word(vocab), 32)
+        .expect("encoder")
+        .with_chars(Some(spec))
+        .expect("valid spec");
     // No dropout: each backend draws its own random numbers, so dropout masks would differ.
     let config = MultitaskConfig::new(
         encoder.text.vocab_size(),
@@ -227,7 +278,14 @@ fn short_training_gives_the_same_loss_curve_on_every_backend() {
     .with_num_encoder_layers(2)
     .with_dim_feedforward(64)
     .with_dropout(0.0)
-    .with_max_seq_length(32);
+    .with_max_seq_length(32)
+    .with_char_features(Some(CharFeatures {
+        buckets: 64,
+        max_chars: 10,
+        embedding_dim: 8,
+        filters: 16,
+        kernel_size: 3,
+    }));
     let train_config = TrainConfig {
         epochs: 4,
         batch_size: 8,

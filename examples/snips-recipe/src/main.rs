@@ -7,9 +7,10 @@
 //! 1. read the `train`, `dev` and `test` splits of a JointBERT directory
 //!    ([`mtl::data::read_splits`]);
 //! 2. build a word-level encoder (lower-cased [`WordVocab`], every training word kept) and the
-//!    intent and slot label maps ([`Encoder::build`]);
+//!    intent and slot label maps ([`Encoder::build`]), giving every word its character ids
+//!    ([`CharSpec`]);
 //! 3. build a [`MultitaskTransformer`] (d_model 128, 4 heads, 2 layers, feed-forward 512,
-//!    dropout 0.1);
+//!    dropout 0.1, a character CNN over each word);
 //! 4. train with joint sampling (both heads on every batch) into a run directory
 //!    ([`mtl::train::fit`]), validating on `dev` after every epoch;
 //! 5. evaluate on `test` ([`mtl::train::evaluate`]): intent accuracy, slot F1 (seqeval,
@@ -27,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use mtl::data::{Encoder, Format, ReadOptions, TextEncoder, WordVocab, WordVocabConfig};
+use mtl::data::{CharSpec, Encoder, Format, ReadOptions, TextEncoder, WordVocab, WordVocabConfig};
+use mtl::model::CharFeatures;
 use mtl::prelude::*;
 use mtl::train::trainer::TRAIN_CONFIG_FILE;
 use mtl::train::{SamplingStrategy, TrainConfig};
@@ -151,7 +153,11 @@ fn main() -> Result<()> {
             max_size: None,
         },
     );
-    let encoder = Encoder::build(&train, TextEncoder::Word(vocab), max_seq_length)?;
+    // Character ids of every word, for the model's character CNN: words never seen in
+    // training (names, numbers) still get a useful vector.
+    let chars = CharSpec::default();
+    let encoder = Encoder::build(&train, TextEncoder::Word(vocab), max_seq_length)?
+        .with_chars(Some(chars))?;
     println!(
         "vocabulary {} words, {} intents, {} slot tags",
         encoder.text.vocab_size(),
@@ -178,7 +184,12 @@ fn main() -> Result<()> {
     .with_dim_feedforward(512)
     .with_dropout(0.1)
     .with_max_seq_length(max_seq_length)
-    .with_pad_token_id(encoder.text.pad_id() as usize);
+    .with_pad_token_id(encoder.text.pad_id() as usize)
+    .with_char_features(Some(CharFeatures {
+        max_chars: chars.max_chars,
+        buckets: chars.buckets as usize,
+        ..CharFeatures::default()
+    }));
     let train_config = TrainConfig {
         epochs: args.epochs,
         sampling: SamplingStrategy::Joint,
