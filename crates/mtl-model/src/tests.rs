@@ -33,6 +33,16 @@ fn batch(rows: &[Vec<i64>], seq: usize, device: &Device) -> (Tensor<2, Int>, Ten
     )
 }
 
+/// A model of `small` with mean pooling, post-norm and learned positions.
+fn learned_model(device: &Device) -> MultitaskTransformer {
+    let config = small(
+        Pooling::Mean,
+        NormPosition::Post,
+        PositionalEncoding::Learned,
+    );
+    MultitaskTransformer::new(&config, device).expect("valid")
+}
+
 fn all_configs() -> Vec<MultitaskConfig> {
     let mut out = Vec::new();
     for pooling in [Pooling::Mean, Pooling::First, Pooling::Max] {
@@ -76,15 +86,7 @@ fn shapes_of_every_head() {
 #[test]
 fn check_input_rejects_mismatched_and_long_batches() {
     let device = Device::flex();
-    let model = MultitaskTransformer::new(
-        &small(
-            Pooling::Mean,
-            NormPosition::Post,
-            PositionalEncoding::Learned,
-        ),
-        &device,
-    )
-    .expect("valid");
+    let model = learned_model(&device);
     let (tokens, _) = batch(&[vec![1, 2]], 3, &device);
     let (_, mask) = batch(&[vec![1, 2]], 4, &device);
     assert!(matches!(
@@ -298,15 +300,7 @@ fn character_features_are_read_checked_and_saved() {
         model.check_input_with(&tokens, &mask, Some(&narrow)),
         Err(Error::CharShape { .. })
     ));
-    let plain = MultitaskTransformer::new(
-        &small(
-            Pooling::Mean,
-            NormPosition::Post,
-            PositionalEncoding::Learned,
-        ),
-        &device,
-    )
-    .expect("valid");
+    let plain = learned_model(&device);
     assert!(matches!(
         plain.check_input_with(&tokens, &mask, Some(&chars)),
         Err(Error::CharShape { expected: None, .. })
