@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use mtl::model::{MultitaskConfig, MultitaskTransformer};
+use mtl::model::{MultitaskConfig, MultitaskTransformer, PackedInput, PackedModel};
 use mtl::train::loss::{IGNORE_INDEX, cross_entropy, token_cross_entropy};
 use mtl::train::optim::{AdamW, AdamWConfig};
 use rand::rngs::StdRng;
@@ -59,6 +59,8 @@ fn parse_args() -> Result<Args> {
 }
 
 struct Batch {
+    /// Each sequence's real token ids (for the packed path).
+    rows: Vec<Vec<u32>>,
     tokens: Tensor<2, Int>,
     mask: Tensor<2, Bool>,
     y_cls: Tensor<1, Int>,
@@ -70,8 +72,10 @@ fn make_batch(b: usize, s: usize, vocab: i64, rng: &mut StdRng, device: &Device)
     let mut mask = Vec::with_capacity(b * s);
     let mut y_ner = Vec::with_capacity(b * s);
     let mut y_cls = Vec::with_capacity(b);
+    let mut rows = Vec::with_capacity(b);
     for _ in 0..b {
         let len = rng.random_range(s / 2..=s);
+        let start = tokens.len();
         for i in 0..s {
             let pad = i >= len;
             tokens.push(if pad { 0 } else { rng.random_range(1..vocab) });
@@ -83,8 +87,15 @@ fn make_batch(b: usize, s: usize, vocab: i64, rng: &mut StdRng, device: &Device)
             });
         }
         y_cls.push(rng.random_range(0..3i64));
+        rows.push(
+            tokens[start..start + len]
+                .iter()
+                .map(|&t| t as u32)
+                .collect(),
+        );
     }
     Batch {
+        rows,
         tokens: Tensor::from_data(TensorData::new(tokens, [b, s]), device),
         mask: Tensor::from_data(TensorData::new(mask, [b, s]), device),
         y_cls: Tensor::from_data(TensorData::new(y_cls, [b]), device),
@@ -164,20 +175,37 @@ fn main() -> Result<()> {
     }
 
     let model = model.valid();
-    let plain: Vec<(Tensor<2, Int>, Tensor<2, Bool>)> = batches
-        .iter()
-        .map(|b| (b.tokens.clone().inner(), b.mask.clone().inner()))
-        .collect();
+    // Inference as `mtl predict` runs it: on the CPU device the packed path (weights copied
+    // to host memory once, padding skipped), elsewhere the Burn model.
+    let packed = (a.device == "cpu").then(|| PackedModel::from_model(&model));
     let mut infer_times = Vec::new();
+    let mut burn_times = Vec::new();
     for i in 0..a.warmup + a.steps {
-        let (tokens, mask) = &plain[i % plain.len()];
+        let b = &batches[i % batches.len()];
+        if let Some(packed) = &packed {
+            let t = Instant::now();
+            let mut input = PackedInput::new();
+            for row in &b.rows {
+                input.push(row);
+            }
+            let out = packed.forward(&input)?;
+            std::hint::black_box(&out);
+            if i >= a.warmup {
+                infer_times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let (tokens, mask) = (b.tokens.clone().inner(), b.mask.clone().inner());
         let t = Instant::now();
-        let out = model.forward_joint(tokens.clone(), mask.clone());
+        let out = model.forward_joint(tokens, mask);
         let _ = out.classification.into_data();
         let _ = out.ner.into_data();
         if i >= a.warmup {
-            infer_times.push(t.elapsed().as_secs_f64());
+            burn_times.push(t.elapsed().as_secs_f64());
         }
+    }
+    let burn_infer = median(burn_times.clone());
+    if infer_times.is_empty() {
+        infer_times = burn_times;
     }
     let (train, infer) = (median(train_times), median(infer_times));
     let threads = std::env::var("RAYON_NUM_THREADS")
@@ -193,6 +221,8 @@ fn main() -> Result<()> {
             "train_step_s": round(train, 5), "train_sent_per_s": round(a.batch as f64 / train, 1),
             "infer_step_s": round(infer, 5), "infer_sent_per_s": round(a.batch as f64 / infer, 1),
             "peak_rss_mib": round(peak_rss_mib(), 1),
+            "infer_path": if packed.is_some() { "packed" } else { "burn" },
+            "infer_burn_sent_per_s": round(a.batch as f64 / burn_infer, 1),
         })
     );
     Ok(())

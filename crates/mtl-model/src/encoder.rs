@@ -272,6 +272,12 @@ impl TransformerEncoder {
 /// # Shapes
 /// - output: `[seq, d_model]`
 pub fn sinusoidal_table(seq: usize, d_model: usize, device: &Device) -> Tensor<2> {
+    let data = sinusoidal_values(seq, d_model);
+    Tensor::from_data(TensorData::new(data, [seq, d_model]), device)
+}
+
+/// [`sinusoidal_table`]'s values in host memory, row-major `[seq, d_model]`.
+pub(crate) fn sinusoidal_values(seq: usize, d_model: usize) -> Vec<f32> {
     let mut data = vec![0.0f32; seq * d_model];
     for pos in 0..seq {
         for i in (0..d_model).step_by(2) {
@@ -284,5 +290,5 @@ pub fn sinusoidal_table(seq: usize, d_model: usize, device: &Device) -> Tensor<2
             }
         }
     }
-    Tensor::from_data(TensorData::new(data, [seq, d_model]), device)
+    data
 }

@@ -94,6 +94,41 @@ pub enum Error {
         /// The model's `max_seq_length`.
         max: usize,
     },
+    /// A token id outside the vocabulary (packed inference checks every id).
+    #[error(
+        "sequence {sequence}, token {position}: id {id} is outside the vocabulary of {vocab_size}"
+    )]
+    TokenId {
+        /// Index of the sequence in the batch.
+        sequence: usize,
+        /// Position of the token in its sequence.
+        position: usize,
+        /// The id.
+        id: u32,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
+    /// A packed sequence with the wrong number of character ids: `tokens * max_chars` for a
+    /// model with character features, none for other models.
+    #[error("sequence {sequence}: {given} character ids given, the model reads {expected}")]
+    PackedChars {
+        /// Index of the sequence in the batch.
+        sequence: usize,
+        /// Number of character ids given.
+        given: usize,
+        /// Number the model reads.
+        expected: usize,
+    },
+    /// A character id outside the model's hash buckets.
+    #[error("sequence {sequence}: character id {id} is outside the {buckets} buckets")]
+    CharId {
+        /// Index of the sequence in the batch.
+        sequence: usize,
+        /// The id.
+        id: u32,
+        /// The model's number of buckets.
+        buckets: usize,
+    },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -28,6 +28,7 @@ pub mod encoder;
 pub mod error;
 pub mod io;
 pub mod model;
+pub mod packed;
 
 pub use chars::CharCnn;
 pub use config::{
@@ -37,6 +38,7 @@ pub use encoder::{EncoderLayer, TransformerEncoder, sinusoidal_table};
 pub use error::{ConfigError, Error, Result};
 pub use io::{load_config, save_config, write_atomic};
 pub use model::{MultitaskOutput, MultitaskTransformer, SharedEncoder, Task, TaskLogits};
+pub use packed::{PackedInput, PackedModel, PackedOutput};
 
 #[cfg(test)]
 mod tests;
