@@ -19,7 +19,7 @@ use mtl::train::eval::{
 };
 use mtl::train::metrics::{Mode, Scheme, entity_report, token_accuracy};
 use mtl::train::trainer::{BEST_DIR, ProgressMode, TrainConfig, load_model_dir};
-use mtl::train::{evaluate, fit, resume};
+use mtl::train::{InferenceEngine, evaluate_with, fit, resume};
 use serde_json::json;
 
 use crate::config::{FileConfig, TokenizerKind};
@@ -232,7 +232,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     metrics.insert("model".into(), json!(args.out.join(BEST_DIR)));
     for (name, examples) in [("valid", &data.valid), ("test", &data.test)] {
         if let Some(examples) = examples {
-            let (report, _) = evaluate(&model, &encoder, examples, batch, &device)?;
+            let options = PredictOptions::new(batch).with_engine(engine_arg("auto", &args.device)?);
+            let (report, _) = evaluate_with(&model, &encoder, examples, &options, &device)?;
             metrics.insert(name.into(), eval_json(&report));
         }
     }
@@ -288,9 +289,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let model = model.valid();
     let examples = load_eval_data(&args)?;
     let (encoded, _) = encoder.encode_all(&examples)?;
-    let options = PredictOptions::new(args.batch_size).with_decoding(decoding_arg(&args.decoding)?);
+    let options = PredictOptions::new(args.batch_size)
+        .with_decoding(decoding_arg(&args.decoding)?)
+        .with_engine(engine_arg(&args.engine, &args.device)?);
     let (predictions, losses) =
-        predict_encoded(&model, &encoder, &examples, &encoded, &options, &device);
+        predict_encoded(&model, &encoder, &examples, &encoded, &options, &device)?;
     let report = score_predictions(&examples, &predictions, losses)?;
     if let Some(path) = &args.predictions {
         write_conll(path, &examples, &predictions)?;
@@ -302,6 +305,16 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 
 fn decoding_arg(name: &str) -> Result<TagDecoding> {
     Ok(name.parse::<TagDecoding>()?)
+}
+
+/// `--engine`: `auto` is the packed path on the CPU device and the Burn model elsewhere.
+fn engine_arg(name: &str, device: &str) -> Result<InferenceEngine> {
+    match name {
+        "auto" if device == "cpu" => Ok(InferenceEngine::Packed),
+        "auto" | "burn" => Ok(InferenceEngine::Burn),
+        "packed" => Ok(InferenceEngine::Packed),
+        other => bail!("unknown --engine {other:?}: expected auto, packed or burn"),
+    }
 }
 
 fn write_conll(path: &Path, examples: &[Example], predictions: &[Prediction]) -> Result<()> {
@@ -368,8 +381,9 @@ fn predict_chunk(
     let (encoded, _) = encoder.encode_all(&kept)?;
     let options = PredictOptions::new(args.batch_size)
         .with_top_k(args.top_k)
-        .with_decoding(decoding_arg(&args.decoding)?);
-    let (predictions, _) = predict_encoded(model, encoder, &kept, &encoded, &options, device);
+        .with_decoding(decoding_arg(&args.decoding)?)
+        .with_engine(engine_arg(&args.engine, &args.device)?);
+    let (predictions, _) = predict_encoded(model, encoder, &kept, &encoded, &options, device)?;
     let mut by_index = vec![None; examples.len()];
     for (i, p) in keep.into_iter().zip(predictions) {
         by_index[i] = Some(p);

@@ -103,6 +103,10 @@ struct EvalArgs {
     /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Inference engine: auto (packed on cpu, burn elsewhere), packed (the model's weights in
+    /// host memory, run on real tokens only; CPU) or burn (the Burn model on --device).
+    #[arg(long, default_value = "auto")]
+    engine: String,
     /// Batch size.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
@@ -125,6 +129,10 @@ struct PredictArgs {
     /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Inference engine: auto (packed on cpu, burn elsewhere), packed (the model's weights in
+    /// host memory, run on real tokens only; CPU) or burn (the Burn model on --device).
+    #[arg(long, default_value = "auto")]
+    engine: String,
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,

@@ -6,7 +6,9 @@ use mtl_data::{CharSpec, Encoder};
 use mtl_model::{CharFeatures, MultitaskConfig, MultitaskTransformer};
 use mtl_train::sampler::SamplingStrategy;
 use mtl_train::trainer::{ProgressMode, TrainConfig};
-use mtl_train::{MultitaskDataset, evaluate, fit, resume};
+use mtl_train::{
+    InferenceEngine, MultitaskDataset, PredictOptions, evaluate, fit, predict, resume,
+};
 
 /// Intent from the verb, slots from the city / day words; 48 sentences.
 fn synthetic() -> MultitaskDataset {
@@ -441,5 +443,72 @@ fn model_and_encoder_must_agree_on_characters() {
     assert!(
         matches!(err, mtl_train::Error::CharMismatch { encoder: None, .. }),
         "{err}"
+    );
+}
+
+/// `InferenceEngine::Packed` gives the Burn model's predictions: same labels and tags, same
+/// probabilities and losses up to float rounding, on a trained model with character features.
+#[test]
+fn packed_inference_predicts_as_the_burn_model() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data
+        .build_encoder(32)
+        .expect("encoder")
+        .with_chars(Some(CharSpec {
+            max_chars: 6,
+            buckets: 32,
+        }))
+        .expect("valid spec");
+    let base = small_model(&encoder, &device);
+    let model_config = base.config().clone().with_char_features(Some(CharFeatures {
+        buckets: 32,
+        max_chars: 6,
+        embedding_dim: 4,
+        filters: 8,
+        kernel_size: 3,
+    }));
+    let model = MultitaskTransformer::new(&model_config, &device).expect("valid config");
+    let out = fit(
+        model,
+        &encoder,
+        &data.examples,
+        None,
+        &config(SamplingStrategy::Joint, 3),
+        None,
+        &device,
+    )
+    .expect("trains");
+    let run = |engine: InferenceEngine| {
+        let options = PredictOptions::new(5).with_top_k(3).with_engine(engine);
+        predict(&out.model, &encoder, &data.examples, &options, &device).expect("predicts")
+    };
+    let (burn, burn_losses) = run(InferenceEngine::Burn);
+    let (packed, packed_losses) = run(InferenceEngine::Packed);
+    assert_eq!(burn.len(), data.examples.len());
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-5;
+    for (a, b) in burn.iter().zip(&packed) {
+        assert_eq!(a.label.name, b.label.name);
+        assert_eq!(a.tags, b.tags);
+        for (x, y) in a.top_k.iter().zip(&b.top_k) {
+            assert!(
+                close(f64::from(x.score), f64::from(y.score)),
+                "{x:?} vs {y:?}"
+            );
+        }
+        for (x, y) in a.tag_scores.iter().zip(&b.tag_scores) {
+            assert!(close(f64::from(*x), f64::from(*y)), "{x} vs {y}");
+        }
+    }
+    let (c1, c2) = (burn_losses.classification, packed_losses.classification);
+    let (n1, n2) = (burn_losses.ner, packed_losses.ner);
+    assert!(
+        close(c1.expect("labels"), c2.expect("labels")),
+        "{c1:?} vs {c2:?}"
+    );
+    assert!(
+        close(n1.expect("tags"), n2.expect("tags")),
+        "{n1:?} vs {n2:?}"
     );
 }
