@@ -20,9 +20,10 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 /// mimalloc reuses freed tensor buffers; glibc would mmap and unmap each large one, paying
-/// page faults on every step (measured with `cargo xtask bench`, see the README).
+/// page faults on every step (measured with `cargo xtask bench`, see the README and
+/// `mtl::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mtl::alloc::MiMalloc = mtl::alloc::MiMalloc;
 
 struct Args {
     config: String,
@@ -125,6 +126,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() -> Result<()> {
+    mtl::alloc::keep_freed_memory();
     let a = parse_args()?;
     let (d_model, nhead, layers, ff) = match a.config.as_str() {
         "small" => (128, 4, 2, 512),

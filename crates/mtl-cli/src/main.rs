@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 /// mimalloc reuses freed tensor buffers; glibc would mmap and unmap each large one, paying
-/// page faults on every step (measured with `cargo xtask bench`, see the README).
+/// page faults on every step (measured with `cargo xtask bench`, see the README and
+/// `mtl::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mtl::alloc::MiMalloc = mtl::alloc::MiMalloc;
 
 /// Multitask Transformers for sentence classification and NER / slot filling.
 #[derive(Debug, Parser)]
@@ -159,6 +160,7 @@ struct ScoreArgs {
 }
 
 fn main() -> ExitCode {
+    mtl::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => commands::train(a),

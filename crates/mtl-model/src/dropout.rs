@@ -31,6 +31,31 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     x * Tensor::<D>::from_data(TensorData::new(mask, shape), &device)
 }
 
+/// [`dropout`] on `[tokens, width]` rows packed out of a padded `[batch * seq, width]` tensor:
+/// `rows[i]` is the padded row of packed row `i`. On the CPU backend each element gets the mask
+/// value its padded position would have had, so packing does not change which units drop
+/// (the same draws from the backend's generator, the same hashed mask); elsewhere Burn's
+/// dropout on the packed tensor.
+///
+/// # Shapes
+/// - `x`: `[tokens, width]`; output: the same
+pub fn dropout_rows(layer: &Dropout, x: Tensor<2>, rows: &[usize]) -> Tensor<2> {
+    let device = x.device();
+    if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
+        return x;
+    }
+    if !hashed_mask_device(&device) {
+        return layer.forward(x);
+    }
+    let [tokens, width] = x.dims();
+    let seed = draw_seed(&device);
+    let mut mask = vec![0.0f32; tokens * width];
+    for (out, &row) in mask.chunks_exact_mut(width.max(1)).zip(rows) {
+        keep_mask_at(seed, row * width, layer.prob, out);
+    }
+    x * Tensor::<2>::from_data(TensorData::new(mask, [tokens, width]), &device)
+}
+
 #[cfg(feature = "flex")]
 fn hashed_mask_device(device: &Device) -> bool {
     // Device equality ignores autodiff: an autodiff flex device equals `Device::flex()`.
@@ -78,6 +103,24 @@ fn keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Elements `start..start + out.len()` of [`keep_mask`]`(seed, .., prob)`, into `out`.
+fn keep_mask_at(seed: u64, start: usize, prob: f64, out: &mut [f32]) {
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    let scale = (1.0 / (1.0 - prob)) as f32;
+    let threshold = (prob * 4_294_967_296.0).min(4_294_967_295.0) as u32;
+    let base = mix(seed);
+    for (i, v) in out.iter_mut().enumerate() {
+        let index = start + i;
+        let h = mix(base.wrapping_add(((index / 2) as u64).wrapping_mul(GOLDEN)));
+        let u = if index % 2 == 0 {
+            h as u32
+        } else {
+            (h >> 32) as u32
+        };
+        *v = if u < threshold { 0.0 } else { scale };
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +186,15 @@ mod tests {
     }
 
     proptest! {
+        /// Any window of the mask, computed on its own, is that window of the whole mask.
+        #[test]
+        fn windows_of_the_mask_agree(seed in any::<u64>(), start in 0usize..100, len in 0usize..60) {
+            let whole = keep_mask(seed, start + len, 0.3);
+            let mut part = vec![0.0; len];
+            keep_mask_at(seed, start, 0.3, &mut part);
+            prop_assert_eq!(&whole[start..], &part[..]);
+        }
+
         #[test]
         fn mask_values_are_zero_or_scale(seed in any::<u64>(), n in 0usize..300, p in 0.0f64..0.95) {
             let mask = keep_mask(seed, n, p);

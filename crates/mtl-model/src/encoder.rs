@@ -16,11 +16,102 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::chars::CharCnn;
 use crate::config::{Activation, MultitaskConfig, NormPosition, PositionalEncoding};
-use crate::dropout::dropout;
+use crate::dropout::{dropout, dropout_rows};
 
 /// Additive bias given to padded keys before the attention softmax. Finite, so that a row whose
 /// keys are all padding still gives finite (uniform) weights instead of NaN.
 const MASK_BIAS: f32 = -1.0e9;
+
+/// Where a batch's real tokens sit, built once per batch from its padding mask.
+///
+/// Between attentions the encoder works on the real tokens only, `[tokens, d_model]` rows
+/// (packed): Linears, LayerNorms, activations and dropouts then skip padding, a quarter of the
+/// work for lengths uniform in `32..=64` padded to 64. Attention unpacks its queries, keys and
+/// values into the padded `[batch, seq, ..]` layout (padding rows zero) and packs its output
+/// again. Padded positions never influence real ones (their keys are masked, heads and losses
+/// ignore them), so this changes no real position's value.
+#[derive(Debug, Clone)]
+pub struct Packing {
+    batch: usize,
+    seq: usize,
+    /// Padded row (`b * seq + s`) of each real token, in order.
+    rows: Vec<usize>,
+    /// `[tokens]`: `rows` on the device.
+    gather: Tensor<1, Int>,
+    /// `[batch * seq]`: the packed row of each padded position; `tokens` (a zero row appended
+    /// before the lookup) for padding.
+    scatter: Tensor<1, Int>,
+}
+
+impl Packing {
+    /// Reads `padding_mask` (`[batch, seq]`, `true` = padding) once.
+    pub fn new(padding_mask: &Tensor<2, Bool>) -> Self {
+        let [batch, seq] = padding_mask.dims();
+        let device = padding_mask.device();
+        let mask = padding_mask
+            .clone()
+            .into_data()
+            .convert::<bool>()
+            .try_to_vec::<bool>()
+            .unwrap_or_else(|_| vec![false; batch * seq]);
+        let rows: Vec<usize> = (0..batch * seq).filter(|&i| !mask[i]).collect();
+        let mut scatter = vec![rows.len() as i64; batch * seq];
+        for (packed, &row) in rows.iter().enumerate() {
+            scatter[row] = packed as i64;
+        }
+        let gather: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        Self {
+            batch,
+            seq,
+            gather: Tensor::from_data(TensorData::new(gather, [rows.len()]), &device),
+            scatter: Tensor::from_data(TensorData::new(scatter, [batch * seq]), &device),
+            rows,
+        }
+    }
+
+    /// Number of real tokens.
+    pub fn tokens(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Padded row of each real token.
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+
+    /// Whether the batch has no padding (packing is then the identity and costs nothing).
+    pub fn is_dense(&self) -> bool {
+        self.rows.len() == self.batch * self.seq
+    }
+
+    /// `[batch * seq, w]` -> `[tokens, w]`: the real tokens' rows.
+    pub fn pack(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.is_dense() {
+            x
+        } else {
+            x.select(0, self.gather.clone())
+        }
+    }
+
+    /// `[batch * seq, ..]` integer rows -> `[tokens, ..]`.
+    fn pack_int<const D: usize>(&self, x: Tensor<D, Int>) -> Tensor<D, Int> {
+        if self.is_dense() {
+            x
+        } else {
+            x.select(0, self.gather.clone())
+        }
+    }
+
+    /// `[tokens, w]` -> `[batch * seq, w]`, padding rows zero.
+    pub fn unpack(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.is_dense() {
+            return x;
+        }
+        let [_, width] = x.dims();
+        let zero = Tensor::<2>::zeros([1, width], &x.device());
+        Tensor::cat(vec![x, zero], 0).select(0, self.scatter.clone())
+    }
+}
 
 /// One encoder layer: self-attention and a feed-forward block, each with a residual connection.
 #[derive(Module, Debug)]
@@ -73,44 +164,41 @@ impl EncoderLayer {
         }
     }
 
-    /// Applies the layer.
+    /// Applies the layer to a batch's real tokens.
     ///
     /// # Shapes
-    /// - `x`: `[batch, seq, d_model]`
-    /// - `mask_bias`: `[batch, 1, 1, seq]`, `0` for real keys and a large negative value for padding
-    /// - output: `[batch, seq, d_model]`
-    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let [batch, seq, d_model] = x.dims();
-        // Everything but the attention scores works on `[batch * seq, d_model]` rows, so each
-        // Linear is one 2-D GEMM over all rows. (Burn runs a 3-D Linear whose rows per batch
-        // are a multiple of 32 as a batched matmul, one small GEMM per sequence.)
-        let x = x.reshape([batch * seq, d_model]);
-        let y = if self.pre_norm {
-            let a = self.attention(self.norm_attn.forward(x.clone()), batch, mask_bias);
-            let x = x + dropout(&self.dropout, a);
-            let f = self.feed_forward(self.norm_ff.forward(x.clone()));
-            x + dropout(&self.dropout, f)
+    /// - `x`: `[tokens, d_model]`, the real tokens of the batch `packing` describes
+    /// - `mask_bias`: `[batch, 1, 1, seq]` on an autodiff device, `[batch, 1, seq, seq]`
+    ///   elsewhere; `0` for real keys and a large negative value for padding
+    /// - output: `[tokens, d_model]`
+    pub fn forward(&self, x: Tensor<2>, packing: &Packing, mask_bias: Tensor<4>) -> Tensor<2> {
+        let rows = packing.rows();
+        if self.pre_norm {
+            let a = self.attention(self.norm_attn.forward(x.clone()), packing, mask_bias);
+            let x = x + dropout_rows(&self.dropout, a, rows);
+            let f = self.feed_forward(self.norm_ff.forward(x.clone()), rows);
+            x + dropout_rows(&self.dropout, f, rows)
         } else {
-            let a = self.attention(x.clone(), batch, mask_bias);
-            let x = self.norm_attn.forward(x + dropout(&self.dropout, a));
-            let f = self.feed_forward(x.clone());
-            self.norm_ff.forward(x + dropout(&self.dropout, f))
-        };
-        y.reshape([batch, seq, d_model])
+            let a = self.attention(x.clone(), packing, mask_bias);
+            let x = self
+                .norm_attn
+                .forward(x + dropout_rows(&self.dropout, a, rows));
+            let f = self.feed_forward(x.clone(), rows);
+            self.norm_ff
+                .forward(x + dropout_rows(&self.dropout, f, rows))
+        }
     }
 
-    /// Self-attention over `x`, `[batch * seq, d_model]` rows; `mask_bias` is
-    /// `[batch, 1, 1, seq]` on an autodiff device and `[batch, 1, seq, seq]` elsewhere (see
-    /// [`TransformerEncoder::forward`]).
-    fn attention(&self, x: Tensor<2>, batch: usize, mask_bias: Tensor<4>) -> Tensor<2> {
-        let [rows, d_model] = x.dims();
-        let seq = rows / batch;
+    /// Self-attention over the real tokens `x` (`[tokens, d_model]`), computed in the padded
+    /// layout (see [`TransformerEncoder::forward`] for `mask_bias`).
+    fn attention(&self, x: Tensor<2>, packing: &Packing, mask_bias: Tensor<4>) -> Tensor<2> {
+        let [_, d_model] = x.dims();
+        let (batch, seq) = (packing.batch, packing.seq);
         let heads = self.n_heads;
         let head_dim = d_model / heads;
-        // [batch * seq, 3 * d_model] -> [batch, 3 * heads, seq, head_dim]
-        let qkv = self
-            .qkv
-            .forward(x)
+        // [tokens, 3 * d_model] -> [batch * seq, 3 * d_model] -> [batch, 3 * heads, seq, head_dim]
+        let qkv = packing
+            .unpack(self.qkv.forward(x))
             .reshape([batch, seq, 3 * heads, head_dim])
             .swap_dims(1, 2);
         let q = qkv.clone().narrow(1, 0, heads);
@@ -133,14 +221,14 @@ impl EncoderLayer {
             };
             fused_attention(q, k, v, None, Some(mask_bias), options)
         };
-        let context = context.swap_dims(1, 2).reshape([rows, d_model]);
-        self.out.forward(context)
+        let context = context.swap_dims(1, 2).reshape([batch * seq, d_model]);
+        self.out.forward(packing.pack(context))
     }
 
-    fn feed_forward(&self, x: Tensor<2>) -> Tensor<2> {
+    fn feed_forward(&self, x: Tensor<2>, rows: &[usize]) -> Tensor<2> {
         let h = self.ff_in.forward(x);
         let h = if self.gelu { gelu(h) } else { relu(h) };
-        self.ff_out.forward(dropout(&self.dropout, h))
+        self.ff_out.forward(dropout_rows(&self.dropout, h, rows))
     }
 }
 
@@ -217,7 +305,8 @@ impl TransformerEncoder {
     /// - `padding_mask`: `[batch, seq]`, `true` = padding
     /// - `chars`: `[batch, seq, max_chars]` character ids, read when the encoder has
     ///   character features (and ignored otherwise)
-    /// - output: `[batch, seq, d_model]`
+    /// - output: `[batch, seq, d_model]`, zero at padded positions (the layers run on the real
+    ///   tokens only, see [`Packing`])
     ///
     /// # Panics
     /// If the encoder has character features and `chars` is `None`.
@@ -229,22 +318,32 @@ impl TransformerEncoder {
     ) -> Tensor<3> {
         let [batch, seq] = tokens.dims();
         let device = tokens.device();
-        let mut x = self.token_embedding.forward(tokens);
+        let packing = Packing::new(&padding_mask);
+        let n = packing.tokens();
+        let d = self.d_model;
+        // Embeddings of the real tokens only: [tokens, d_model].
+        let ids = packing
+            .pack_int(tokens.reshape([batch * seq, 1]))
+            .reshape([1, n]);
+        let mut x = self.token_embedding.forward(ids).reshape([n, d]);
         if self.scale_embedding {
-            x = x.mul_scalar((self.d_model as f64).sqrt());
+            x = x.mul_scalar((d as f64).sqrt());
         }
         if let Some(cnn) = &self.char_cnn {
             let chars = chars.expect("a model with character features needs character ids");
-            x = x + cnn.forward(chars);
+            let [_, _, width] = chars.dims();
+            let chars = packing
+                .pack_int(chars.reshape([batch * seq, width]))
+                .reshape([1, n, width]);
+            x = x + cnn.forward(chars).reshape([n, d]);
         }
+        let position_ids: Vec<i64> = packing.rows().iter().map(|&r| (r % seq) as i64).collect();
+        let position_ids = Tensor::<1, Int>::from_data(TensorData::new(position_ids, [n]), &device);
         let positions = match &self.position_embedding {
-            Some(table) => {
-                let ids = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
-                table.forward(ids)
-            }
-            None => sinusoidal_table(seq, self.d_model, &device).reshape([1, seq, self.d_model]),
+            Some(table) => table.forward(position_ids.reshape([1, n])).reshape([n, d]),
+            None => sinusoidal_table(seq, d, &device).select(0, position_ids),
         };
-        let mut x = dropout(&self.dropout, x + positions);
+        let mut x = dropout_rows(&self.dropout, x + positions, packing.rows());
         // Built once per batch, shared by every layer. The fused attention used for inference
         // wants it per query row ([batch, 1, seq, seq], broadcast over heads); it would
         // otherwise expand a [batch, 1, 1, seq] bias in every layer.
@@ -257,12 +356,12 @@ impl TransformerEncoder {
             mask_bias.repeat_dim(2, seq)
         };
         for layer in &self.layers {
-            x = layer.forward(x, mask_bias.clone());
+            x = layer.forward(x, &packing, mask_bias.clone());
         }
-        match &self.final_norm {
-            Some(norm) => norm.forward(x),
-            None => x,
+        if let Some(norm) = &self.final_norm {
+            x = norm.forward(x);
         }
+        packing.unpack(x).reshape([batch, seq, d])
     }
 }
 

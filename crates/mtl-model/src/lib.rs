@@ -34,7 +34,7 @@ pub use chars::CharCnn;
 pub use config::{
     Activation, CharFeatures, MultitaskConfig, NormPosition, Pooling, PositionalEncoding,
 };
-pub use encoder::{EncoderLayer, TransformerEncoder, sinusoidal_table};
+pub use encoder::{EncoderLayer, Packing, TransformerEncoder, sinusoidal_table};
 pub use error::{ConfigError, Error, Result};
 pub use io::{load_config, save_config, write_atomic};
 pub use model::{MultitaskOutput, MultitaskTransformer, SharedEncoder, Task, TaskLogits};

@@ -16,6 +16,7 @@
 //! | `flex` | yes | Burn's pure-Rust CPU backend (`Device::flex()`), with SIMD and rayon |
 //! | `tch` | no | Burn's libtorch backend (`Device::libtorch()`, `Device::libtorch_cuda(0)`); needs libtorch 2.9.0 |
 //! | `wgpu` | no | Burn's wgpu backend (Vulkan/Metal/DX12, or Mesa's software Vulkan driver) |
+//! | `mimalloc` | no | [`alloc`]: mimalloc as a global allocator that keeps freed memory (the binaries use it) |
 //!
 //! Several backend features can be on at once; the device is chosen at run time.
 //!
@@ -33,6 +34,8 @@
 
 pub use burn;
 
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 pub mod device;
 pub use mtl_data as data;
 pub use mtl_model as model;
