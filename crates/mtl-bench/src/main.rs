@@ -1,4 +1,5 @@
-//! `mtl-bench --config small|seed [--batch 32] [--seq 64] [--steps 10] [--warmup 2] [--device cpu]`
+//! `mtl-bench --config small|seed [--batch 32] [--seq 64] [--steps 10] [--warmup 2] [--device cpu]
+//! [--skip-train]`
 //!
 //! The workload of `shared/bench/torch_ref.py`, through mtl's own model, loss and optimizer:
 //! vocabulary 1000, 3 classes, 5 tags, random token ids with lengths uniform in `seq/2..=seq`
@@ -32,6 +33,8 @@ struct Args {
     steps: usize,
     warmup: usize,
     device: String,
+    /// Inference only (for profiling); the training keys are then null.
+    skip_train: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -42,6 +45,7 @@ fn parse_args() -> Result<Args> {
         steps: 10,
         warmup: 2,
         device: "cpu".into(),
+        skip_train: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +57,7 @@ fn parse_args() -> Result<Args> {
             "--steps" => a.steps = value()?.parse()?,
             "--warmup" => a.warmup = value()?.parse()?,
             "--device" => a.device = value()?,
+            "--skip-train" => a.skip_train = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -104,9 +109,9 @@ fn make_batch(b: usize, s: usize, vocab: i64, rng: &mut StdRng, device: &Device)
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied()
 }
 
 fn peak_rss_mib() -> f64 {
@@ -155,7 +160,8 @@ fn main() -> Result<()> {
     });
 
     let mut train_times = Vec::new();
-    for i in 0..a.warmup + a.steps {
+    let train_steps = if a.skip_train { 0 } else { a.warmup + a.steps };
+    for i in 0..train_steps {
         let b = &batches[i % batches.len()];
         let t = Instant::now();
         let loss = if i % 2 == 0 {
@@ -205,11 +211,12 @@ fn main() -> Result<()> {
             burn_times.push(t.elapsed().as_secs_f64());
         }
     }
-    let burn_infer = median(burn_times.clone());
+    let burn_infer = median(burn_times.clone()).context("no inference steps")?;
     if infer_times.is_empty() {
         infer_times = burn_times;
     }
-    let (train, infer) = (median(train_times), median(infer_times));
+    let train = median(train_times);
+    let infer = median(infer_times).context("no inference steps")?;
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|t| t.parse::<usize>().ok())
@@ -220,7 +227,8 @@ fn main() -> Result<()> {
         serde_json::json!({
             "impl": format!("mtl-burn-0.22.1-{}", a.device), "config": a.config, "params": params,
             "batch": a.batch, "seq": a.seq, "threads": threads,
-            "train_step_s": round(train, 5), "train_sent_per_s": round(a.batch as f64 / train, 1),
+            "train_step_s": train.map(|t| round(t, 5)),
+            "train_sent_per_s": train.map(|t| round(a.batch as f64 / t, 1)),
             "infer_step_s": round(infer, 5), "infer_sent_per_s": round(a.batch as f64 / infer, 1),
             "peak_rss_mib": round(peak_rss_mib(), 1),
             "infer_path": if packed.is_some() { "packed" } else { "burn" },
