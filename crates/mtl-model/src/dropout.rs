@@ -114,7 +114,7 @@ fn keep_mask_at(seed: u64, start: usize, prob: f64, out: &mut [f32]) {
     for (i, v) in out.iter_mut().enumerate() {
         let index = start + i;
         let h = mix(base.wrapping_add(((index / 2) as u64).wrapping_mul(GOLDEN)));
-        let u = if index % 2 == 0 {
+        let u = if index.is_multiple_of(2) {
             h as u32
         } else {
             (h >> 32) as u32
