@@ -185,7 +185,7 @@ fn main() -> Result<()> {
     let model = model.valid();
     // Inference as `mtl predict` runs it: on the CPU device the packed path (weights copied
     // to host memory once, padding skipped), elsewhere the Burn model.
-    let packed = (a.device == "cpu").then(|| PackedModel::from_model(&model));
+    let packed = mtl::device::is_cpu(&a.device).then(|| PackedModel::from_model(&model));
     let mut infer_times = Vec::new();
     let mut burn_times = Vec::new();
     for i in 0..a.warmup + a.steps {

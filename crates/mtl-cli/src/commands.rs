@@ -310,7 +310,7 @@ fn decoding_arg(name: &str) -> Result<TagDecoding> {
 /// `--engine`: `auto` is the packed path on the CPU device and the Burn model elsewhere.
 fn engine_arg(name: &str, device: &str) -> Result<InferenceEngine> {
     match name {
-        "auto" if device == "cpu" => Ok(InferenceEngine::Packed),
+        "auto" if device::is_cpu(device) => Ok(InferenceEngine::Packed),
         "auto" | "burn" => Ok(InferenceEngine::Burn),
         "packed" => Ok(InferenceEngine::Packed),
         other => bail!("unknown --engine {other:?}: expected auto, packed or burn"),

@@ -48,6 +48,7 @@ pub fn dropout_rows(layer: &Dropout, x: Tensor<2>, rows: &[usize]) -> Tensor<2> 
         return layer.forward(x);
     }
     let [tokens, width] = x.dims();
+    debug_assert_eq!(rows.len(), tokens, "one padded row per packed row");
     let seed = draw_seed(&device);
     let mut mask = vec![0.0f32; tokens * width];
     for (out, &row) in mask.chunks_exact_mut(width.max(1)).zip(rows) {

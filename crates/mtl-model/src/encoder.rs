@@ -53,7 +53,7 @@ impl Packing {
             .into_data()
             .convert::<bool>()
             .try_to_vec::<bool>()
-            .unwrap_or_else(|_| vec![false; batch * seq]);
+            .expect("a Bool tensor reads back as bools");
         let rows: Vec<usize> = (0..batch * seq).filter(|&i| !mask[i]).collect();
         let mut scatter = vec![rows.len() as i64; batch * seq];
         for (packed, &row) in rows.iter().enumerate() {
@@ -321,6 +321,10 @@ impl TransformerEncoder {
         let packing = Packing::new(&padding_mask);
         let n = packing.tokens();
         let d = self.d_model;
+        if n == 0 {
+            // Nothing but padding: nothing to encode.
+            return Tensor::zeros([batch, seq, d], &device);
+        }
         // Embeddings of the real tokens only: [tokens, d_model].
         let ids = packing
             .pack_int(tokens.reshape([batch * seq, 1]))

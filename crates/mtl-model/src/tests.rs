@@ -367,3 +367,17 @@ proptest! {
         prop_assert_eq!(a.ner.dims()[0], rows.len());
     }
 }
+
+/// A batch of nothing but padding encodes to zeros (the layers run on real tokens only).
+#[test]
+fn all_padding_batches_encode_to_zeros() {
+    let device = Device::flex();
+    let model = learned_model(&device);
+    let tokens = Tensor::<2, Int>::zeros([2, 3], &device);
+    let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; 6], [2, 3]), &device);
+    let out = model.forward_joint(tokens, mask);
+    let hidden: Vec<f32> = out.hidden.into_data().try_to_vec().expect("f32");
+    assert_eq!(hidden.len(), 2 * 3 * 16);
+    assert!(hidden.iter().all(|v| *v == 0.0));
+    assert_eq!(out.ner.dims(), [2, 3, 5]);
+}

@@ -25,6 +25,11 @@ pub enum DeviceError {
     },
 }
 
+/// Whether `name` names the CPU (flex) device, as [`parse`] reads it (`cpu`, `flex`, any case).
+pub fn is_cpu(name: &str) -> bool {
+    matches!(name.trim().to_ascii_lowercase().as_str(), "cpu" | "flex")
+}
+
 /// Parses a device name into a Burn device, or explains which feature enables it.
 pub fn parse(name: &str) -> Result<Device, DeviceError> {
     let lower = name.trim().to_ascii_lowercase();
@@ -104,6 +109,7 @@ mod tests {
 
     #[test]
     fn names_resolve_or_explain() {
+        assert!(is_cpu("cpu") && is_cpu(" Flex ") && !is_cpu("wgpu") && !is_cpu("libtorch"));
         assert!(matches!(parse("tpu"), Err(DeviceError::Unknown { .. })));
         assert!(matches!(
             parse("libtorch-cuda:x"),

@@ -85,6 +85,8 @@ pub(crate) fn matmul(
         fits(dst.len(), m, n, dst_row_stride, 1),
         "dst out of bounds"
     );
+    // Overlapping destination rows would be written by several threads at once.
+    assert!(m <= 1 || dst_row_stride >= n, "dst rows overlap");
     assert!(
         fits(lhs.data.len(), m, k, lhs.row_stride, lhs.col_stride),
         "lhs out of bounds"
