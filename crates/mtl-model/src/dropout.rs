@@ -90,37 +90,36 @@ fn mix(mut z: u64) -> u64 {
 /// `n` mask values: `0` with probability `prob`, else `1 / (1 - prob)`. Each 64-bit hash of
 /// `seed + k * golden` gives two 32-bit uniforms, for elements `2k` and `2k + 1`.
 fn keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
+    let mut out = vec![0.0f32; n];
+    keep_mask_at(seed, 0, prob, &mut out);
+    out
+}
+
+/// Elements `start..start + out.len()` of [`keep_mask`]`(seed, .., prob)`, into `out`: one
+/// hash per pair of elements, as the whole mask.
+fn keep_mask_at(seed: u64, start: usize, prob: f64, out: &mut [f32]) {
     const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
     let scale = (1.0 / (1.0 - prob)) as f32;
     // Drop when the uniform u32 is below prob * 2^32.
     let threshold = (prob * 4_294_967_296.0).min(4_294_967_295.0) as u32;
     let base = mix(seed);
-    let mut out = vec![0.0f32; n];
-    for (k, pair) in out.chunks_mut(2).enumerate() {
+    let halves = |k: usize| {
         let h = mix(base.wrapping_add((k as u64).wrapping_mul(GOLDEN)));
-        let halves = [h as u32, (h >> 32) as u32];
-        for (v, u) in pair.iter_mut().zip(halves) {
-            *v = if u < threshold { 0.0 } else { scale };
+        [h as u32, (h >> 32) as u32]
+    };
+    let value = |u: u32| if u < threshold { 0.0 } else { scale };
+    // An odd start takes the second half of its pair; the rest goes pair by pair.
+    let (first, rest) = if start % 2 == 1 && !out.is_empty() {
+        let (first, rest) = out.split_at_mut(1);
+        first[0] = value(halves(start / 2)[1]);
+        (start / 2 + 1, rest)
+    } else {
+        (start / 2, out)
+    };
+    for (k, pair) in rest.chunks_mut(2).enumerate() {
+        for (v, u) in pair.iter_mut().zip(halves(first + k)) {
+            *v = value(u);
         }
-    }
-    out
-}
-
-/// Elements `start..start + out.len()` of [`keep_mask`]`(seed, .., prob)`, into `out`.
-fn keep_mask_at(seed: u64, start: usize, prob: f64, out: &mut [f32]) {
-    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-    let scale = (1.0 / (1.0 - prob)) as f32;
-    let threshold = (prob * 4_294_967_296.0).min(4_294_967_295.0) as u32;
-    let base = mix(seed);
-    for (i, v) in out.iter_mut().enumerate() {
-        let index = start + i;
-        let h = mix(base.wrapping_add(((index / 2) as u64).wrapping_mul(GOLDEN)));
-        let u = if index.is_multiple_of(2) {
-            h as u32
-        } else {
-            (h >> 32) as u32
-        };
-        *v = if u < threshold { 0.0 } else { scale };
     }
 }
 
