@@ -129,6 +129,10 @@ mod tests {
     use burn::nn::DropoutConfig;
     use proptest::prelude::*;
 
+    /// The backend's generator is one per process: the two tests that seed it and draw from it
+    /// must not interleave their draws.
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn mask_rate_and_scale() {
         let mask = keep_mask(7, 200_001, 0.1);
@@ -145,6 +149,7 @@ mod tests {
 
     #[test]
     fn identity_outside_training_and_seeded_in_training() {
+        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
         let layer = DropoutConfig::new(0.5).init();
         let plain = Device::flex();
         let x = Tensor::<2>::ones([8, 16], &plain);
@@ -169,6 +174,7 @@ mod tests {
 
     #[test]
     fn gradients_flow_through_kept_elements_only() {
+        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
         let layer = DropoutConfig::new(0.3).init();
         let ad = Device::flex().autodiff();
         ad.seed(1);
