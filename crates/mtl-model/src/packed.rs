@@ -387,20 +387,29 @@ impl HostCharCnn {
 }
 
 /// A batch of sequences laid end to end, the input of [`PackedModel::forward`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PackedInput {
     ids: Vec<u32>,
+    /// Where each sequence starts, then the token count: `[0]` for an empty batch, never empty.
     offsets: Vec<usize>,
     chars: Vec<u32>,
     char_counts: Vec<usize>,
+}
+
+impl Default for PackedInput {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PackedInput {
     /// An empty batch.
     pub fn new() -> Self {
         Self {
+            ids: Vec::new(),
             offsets: vec![0],
-            ..Self::default()
+            chars: Vec::new(),
+            char_counts: Vec::new(),
         }
     }
 
@@ -412,9 +421,6 @@ impl PackedInput {
     /// Appends a sequence with the character ids of each token's word, `max_chars` per token
     /// as `mtl-data` encodes them (for models with character features).
     pub fn push_with_chars(&mut self, ids: &[u32], chars: &[u32]) -> &mut Self {
-        if self.offsets.is_empty() {
-            self.offsets.push(0);
-        }
         self.ids.extend_from_slice(ids);
         self.offsets.push(self.ids.len());
         self.chars.extend_from_slice(chars);
@@ -424,7 +430,7 @@ impl PackedInput {
 
     /// Number of sequences.
     pub fn len(&self) -> usize {
-        self.offsets.len().saturating_sub(1)
+        self.offsets.len() - 1
     }
 
     /// Whether the batch has no sequences.
@@ -592,11 +598,7 @@ impl PackedModel {
     pub fn forward(&self, input: &PackedInput) -> Result<PackedOutput> {
         self.check(input)?;
         let d = self.d_model;
-        let offsets = if input.offsets.is_empty() {
-            vec![0]
-        } else {
-            input.offsets.clone()
-        };
+        let offsets = input.offsets.clone();
         let n = input.ids.len();
         let batch = offsets.len() - 1;
 
@@ -631,7 +633,12 @@ impl PackedModel {
             qkv: vec![0.0; n * 3 * d],
             context: vec![0.0; n * d],
             hidden: vec![0.0; n * ff],
-            normed: vec![0.0; n * d],
+            // Only pre-norm layers normalise into a copy.
+            normed: if self.layers.iter().any(|l| l.pre_norm) {
+                vec![0.0; n * d]
+            } else {
+                Vec::new()
+            },
         };
         for layer in &self.layers {
             layer.forward(&mut x, &offsets, &mut scratch);
