@@ -1,4 +1,4 @@
-//! The four subcommands.
+//! The subcommands.
 
 use std::fs;
 use std::io::{BufRead, BufWriter, Write};
@@ -9,9 +9,10 @@ use anyhow::{Context, Result, bail};
 use mtl::burn::module::Module;
 use mtl::burn::tensor::Device;
 use mtl::data::{
-    Encoder, Example, Format, ReadOptions, ReadReport, TagScheme, TextEncoder, WordVocab,
-    WordVocabConfig, iob2_to_spans, read_examples, read_split, read_splits, to_iob2,
+    Encoder, Example, Format, ReadOptions, ReadReport, TOKENIZER_FILE, TagScheme, TextEncoder,
+    WordVocab, WordVocabConfig, iob2_to_spans, read_examples, read_split, read_splits, to_iob2,
 };
+use mtl::model::hf::{self, HfConfig};
 use mtl::model::MultitaskTransformer;
 use mtl::train::TagDecoding;
 use mtl::train::eval::{
@@ -19,11 +20,11 @@ use mtl::train::eval::{
 };
 use mtl::train::metrics::{Mode, Scheme, entity_report, token_accuracy};
 use mtl::train::trainer::{BEST_DIR, ProgressMode, TrainConfig, load_model_dir};
-use mtl::train::{InferenceEngine, evaluate_with, fit, resume};
+use mtl::train::{InferenceEngine, embed as embed_encoded, evaluate_with, fit, resume};
 use serde_json::json;
 
 use crate::config::{FileConfig, TokenizerKind};
-use crate::{EvalArgs, PredictArgs, ScoreArgs, TrainArgs, plot};
+use crate::{EmbedArgs, EvalArgs, ExportArgs, PredictArgs, ScoreArgs, TrainArgs, plot};
 use mtl::device;
 
 fn format_arg(format: &Option<String>) -> Result<Option<Format>> {
@@ -127,6 +128,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if args.plain {
         t.progress = ProgressMode::Plain;
     }
+    if let Some(dir) = &args.pretrained {
+        file.model.pretrained = Some(dir.clone());
+    }
     let device = device::parse(&args.device)?;
     let opts = ReadOptions {
         scheme: file.data.scheme()?,
@@ -151,8 +155,30 @@ pub fn train(args: TrainArgs) -> Result<()> {
         )?
     } else {
         prepare_run_dir(&args.out, args.overwrite)?;
-        let text = match file.tokenizer.kind {
-            TokenizerKind::Word => {
+        let hf = file
+            .model
+            .pretrained
+            .as_ref()
+            .map(|dir| HfConfig::read(dir))
+            .transpose()?;
+        let max_seq_length = match &hf {
+            Some(hf) => file.model.max_seq_length.min(hf.max_seq_length()),
+            None => file.model.max_seq_length,
+        };
+        let text = match (file.tokenizer.kind, &file.model.pretrained) {
+            // A checkpoint brings its tokenizer, unless [tokenizer] names another file.
+            (TokenizerKind::Word, Some(dir)) => {
+                let path = dir.join(TOKENIZER_FILE);
+                if !path.is_file() {
+                    bail!(
+                        "the pretrained checkpoint {} has no {TOKENIZER_FILE}; name one with \
+                         [tokenizer] kind = \"huggingface\", path = ...",
+                        dir.display()
+                    );
+                }
+                TextEncoder::from_tokenizer_file(&path)?
+            }
+            (TokenizerKind::Word, None) => {
                 let cfg = WordVocabConfig {
                     lowercase: file.tokenizer.lowercase,
                     min_freq: file.tokenizer.min_freq,
@@ -160,7 +186,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 };
                 TextEncoder::Word(WordVocab::build(&data.train, &cfg))
             }
-            TokenizerKind::Huggingface => {
+            (TokenizerKind::Huggingface, _) => {
                 let path = file
                     .tokenizer
                     .path
@@ -169,21 +195,26 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 TextEncoder::from_tokenizer_file(path)?
             }
         };
-        let encoder = Encoder::build(&data.train, text, file.model.max_seq_length)?
+        let encoder = Encoder::build(&data.train, text, max_seq_length)?
             .with_chars(file.model.char_spec()?)?;
         let (_, enc_report) = encoder.encode_all(&data.train)?;
         if enc_report.truncated > 0 {
             eprintln!(
                 "{} training examples truncated to max_seq_length {}",
-                enc_report.truncated, file.model.max_seq_length
+                enc_report.truncated, max_seq_length
             );
         }
-        let config = file.model.to_config(
-            encoder.text.vocab_size(),
-            encoder.labels.len(),
-            encoder.tags.len(),
-            encoder.text.pad_id(),
-        );
+        let config = match &hf {
+            Some(hf) => file
+                .model
+                .to_pretrained_config(hf, encoder.labels.len(), encoder.tags.len()),
+            None => file.model.to_config(
+                encoder.text.vocab_size(),
+                encoder.labels.len(),
+                encoder.tags.len(),
+                encoder.text.pad_id(),
+            ),
+        };
         eprintln!(
             "model: vocab {}, {} labels, {} tags, d_model {}, {} heads, {} layers, ff {}",
             config.vocab_size,
@@ -196,6 +227,26 @@ pub fn train(args: TrainArgs) -> Result<()> {
         );
         device.seed(file.train.seed);
         let model = MultitaskTransformer::new(&config, &device)?;
+        let model = match &file.model.pretrained {
+            Some(dir) => {
+                let (model, report) = hf::load_encoder(dir, model)?;
+                eprintln!(
+                    "pretrained encoder: {} tensors from {}",
+                    report.used.len(),
+                    report.path.display()
+                );
+                if !report.unused.is_empty() {
+                    eprintln!(
+                        "unused tensors in {} ({}): {}",
+                        report.path.display(),
+                        report.unused.len(),
+                        report.unused.join(", ")
+                    );
+                }
+                model
+            }
+            None => model,
+        };
         fs::create_dir_all(&args.out)
             .with_context(|| format!("cannot create {}", args.out.display()))?;
         let toml = toml::to_string_pretty(&file).context("cannot serialise the config")?;
@@ -482,5 +533,84 @@ pub fn score(args: ScoreArgs) -> Result<()> {
         "mode": mode.to_string(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Texts from the arguments, else one per line from stdin.
+fn input_texts(texts: &[String]) -> Result<Vec<String>> {
+    if !texts.is_empty() {
+        return Ok(texts.to_vec());
+    }
+    std::io::stdin()
+        .lock()
+        .lines()
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot read stdin")
+}
+
+pub fn embed(args: EmbedArgs) -> Result<()> {
+    let device = device::parse(&args.device)?;
+    let (model, encoder) = match (&args.model, &args.pretrained) {
+        (Some(dir), _) => load_model_dir(dir, &device)?,
+        (None, Some(dir)) => {
+            let path = dir.join(TOKENIZER_FILE);
+            let text = TextEncoder::from_tokenizer_file(&path)?;
+            let (model, _) =
+                hf::from_pretrained(dir, 1, 1, mtl::model::Pooling::Mean, &device)?;
+            let limit = model.config().max_seq_length.min(512);
+            let encoder = Encoder::build(&[], text, limit)?;
+            mtl::train::check_chars(&model, &encoder)?;
+            (model, encoder)
+        }
+        (None, None) => bail!("give --model or --pretrained"),
+    };
+    let mut encoder = encoder;
+    match args.max_length {
+        Some(n) if n == 0 || n > model.config().max_seq_length => bail!(
+            "--max-length {n} is outside 1..={}",
+            model.config().max_seq_length
+        ),
+        Some(n) => encoder.max_seq_length = n,
+        None => {}
+    }
+    let texts = input_texts(&args.texts)?;
+    let examples: Vec<Example> = texts.iter().map(|t| Example::from_text(t)).collect();
+    let (encoded, report) = encoder.encode_all(&examples)?;
+    if report.truncated > 0 {
+        eprintln!(
+            "{} texts truncated to {} tokens",
+            report.truncated, encoder.max_seq_length
+        );
+    }
+    let vectors = embed_encoded(
+        &model,
+        &encoder,
+        &encoded,
+        args.batch_size.max(1),
+        args.normalize,
+        &device,
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for (text, v) in texts.iter().zip(vectors) {
+        writeln!(out, "{}", json!({"text": text, "embedding": v}))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn export(args: ExportArgs) -> Result<()> {
+    if args.format != "hf" {
+        bail!("unknown --format {:?}: expected hf", args.format);
+    }
+    let device = device::parse("cpu")?;
+    let (model, encoder) = load_model_dir(&args.model, &device)?;
+    hf::save_encoder(&model, &args.out)
+        .with_context(|| format!("cannot export to {}", args.out.display()))?;
+    encoder.save(&args.out)?;
+    eprintln!(
+        "encoder and heads written to {} (config.json, model.safetensors, tokenizer files)",
+        args.out.display()
+    );
     Ok(())
 }

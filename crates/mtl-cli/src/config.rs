@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use mtl::data::{CharSpec, TagScheme};
+use mtl::model::hf::HfConfig;
 use mtl::model::{
     Activation, CharFeatures, MultitaskConfig, NormPosition, Pooling, PositionalEncoding,
 };
@@ -29,6 +30,10 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
+    /// A HuggingFace checkpoint directory (config.json, model.safetensors or
+    /// pytorch_model.bin, tokenizer.json), relative to the config file: its encoder is
+    /// fine-tuned and the architecture fields below are read from it instead.
+    pub pretrained: Option<PathBuf>,
     pub d_model: usize,
     pub nhead: usize,
     pub num_encoder_layers: usize,
@@ -50,6 +55,7 @@ impl Default for ModelSection {
         // A small model that trains from scratch on two CPU cores; the seed's defaults
         // (512 / 8 / 6 / 2048) are one `[model]` section away.
         Self {
+            pretrained: None,
             d_model: 128,
             nhead: 4,
             num_encoder_layers: 2,
@@ -92,6 +98,21 @@ impl ModelSection {
         c.layer_norm_eps = self.layer_norm_eps;
         c.scale_embedding = self.scale_embedding;
         c.with_char_features(self.char_features.clone())
+            .with_sentence_to_tokens(self.sentence_to_tokens)
+    }
+
+    /// The model configuration of a pretrained encoder `hf` under heads of the data's sizes:
+    /// the architecture comes from the checkpoint; pooling, dropout, character features and
+    /// `sentence_to_tokens` from this section.
+    pub fn to_pretrained_config(
+        &self,
+        hf: &HfConfig,
+        num_classes: usize,
+        num_tags: usize,
+    ) -> MultitaskConfig {
+        hf.to_model_config(num_classes.max(1), num_tags.max(1), self.pooling)
+            .with_dropout(self.dropout)
+            .with_char_features(self.char_features.clone())
             .with_sentence_to_tokens(self.sentence_to_tokens)
     }
 
@@ -180,10 +201,15 @@ impl FileConfig {
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let mut config: FileConfig =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-        if let (Some(p), Some(dir)) = (&config.tokenizer.path, path.parent())
-            && p.is_relative()
-        {
-            config.tokenizer.path = Some(dir.join(p));
+        if let Some(dir) = path.parent() {
+            for p in [&mut config.tokenizer.path, &mut config.model.pretrained]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
         }
         Ok(config)
     }

@@ -33,6 +33,10 @@ enum Command {
     Predict(PredictArgs),
     /// Score predicted tags against gold tags (CoNLL columns, tag last), as seqeval does.
     Score(ScoreArgs),
+    /// Sentence vectors (mean of the encoder output over real tokens); JSON lines.
+    Embed(EmbedArgs),
+    /// Write a fine-tuned pretrained encoder back in HuggingFace layout.
+    Export(ExportArgs),
 }
 
 /// Data location and format, shared by `train` and `eval`.
@@ -59,6 +63,10 @@ struct TrainArgs {
     /// TOML file with model and training options (see configs/example.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Fine-tune the encoder of this HuggingFace checkpoint directory (config.json,
+    /// model.safetensors or pytorch_model.bin, tokenizer.json); overrides [model] pretrained.
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
     /// Number of epochs (overrides the config).
     #[arg(long)]
     epochs: Option<usize>,
@@ -144,6 +152,47 @@ struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "pretrained"])))]
+struct EmbedArgs {
+    /// A run directory (its best model) or a model directory.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A HuggingFace checkpoint directory (config.json, weights, tokenizer.json).
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
+    /// Texts to embed; without any, one text per line is read from stdin.
+    texts: Vec<String>,
+    /// Scale every vector to unit length (for cosine similarity by dot product).
+    #[arg(long)]
+    normalize: bool,
+    /// Longest input in tokens, special tokens included (default: the model's limit, at most
+    /// 512); longer texts are truncated.
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// A run directory (its best model) or a model directory, fine-tuned from a pretrained
+    /// checkpoint.
+    #[arg(long)]
+    model: PathBuf,
+    /// Output layout: hf (config.json, model.safetensors with the heads as extra `mtl.*`
+    /// tensors, tokenizer.json, labels.json, tags.json).
+    #[arg(long, default_value = "hf")]
+    format: String,
+    /// Directory to write (created; existing files of the same names are replaced).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct ScoreArgs {
     /// Gold file: CoNLL columns, tag in the last column, blank line between sentences.
     #[arg(long)]
@@ -167,6 +216,8 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval(a),
         Command::Predict(a) => commands::predict(a),
         Command::Score(a) => commands::score(a),
+        Command::Embed(a) => commands::embed(a),
+        Command::Export(a) => commands::export(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,8 +35,11 @@ pub enum Activation {
     /// ReLU, PyTorch's `TransformerEncoderLayer` default.
     #[default]
     Relu,
-    /// GELU (exact, erf-based), as BERT.
+    /// GELU (exact, erf-based), as BERT (HuggingFace `hidden_act = "gelu"`).
     Gelu,
+    /// GELU's tanh approximation (HuggingFace `gelu_new`, `gelu_pytorch_tanh`), about 5e-4
+    /// from the exact form.
+    GeluTanh,
 }
 
 /// Where layer normalisation sits in each encoder layer.
@@ -151,6 +154,22 @@ pub struct MultitaskConfig {
     /// al., 2018, in additive form). Off in the seed.
     #[serde(default)]
     pub sentence_to_tokens: bool,
+    /// A LayerNorm over the summed embeddings, before the first layer (BERT's
+    /// `embeddings.LayerNorm`). Off in the seed.
+    #[serde(default)]
+    pub embedding_norm: bool,
+    /// Number of token types (segment ids) with a learned embedding each (BERT's
+    /// `token_type_embeddings`); 0 for none. Single-sentence inputs use type 0.
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    /// Added to every position id before the learned position table is read: RoBERTa counts
+    /// positions from `pad_token_id + 1` (2), so its table has `max_seq_length + 2` rows.
+    #[serde(default)]
+    pub position_offset: usize,
+    /// Where the encoder came from, when it was imported from a HuggingFace checkpoint; kept
+    /// so that `mtl export` can write it back in the same layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<crate::hf::PretrainedOrigin>,
 }
 
 mod defaults {
@@ -217,7 +236,16 @@ impl MultitaskConfig {
             scale_embedding: defaults::scale_embedding(),
             char_features: None,
             sentence_to_tokens: false,
+            embedding_norm: false,
+            type_vocab_size: 0,
+            position_offset: 0,
+            pretrained: None,
         }
+    }
+
+    /// Number of rows of the learned position table: `max_seq_length + position_offset`.
+    pub fn position_table_size(&self) -> usize {
+        self.max_seq_length + self.position_offset
     }
 
     /// Sets `d_model`.
@@ -350,6 +378,12 @@ impl MultitaskConfig {
                 }
                 .into());
             }
+        }
+        if self.position_offset > 0 && self.positional_encoding != PositionalEncoding::Learned {
+            return Err(ConfigError::PositionOffset {
+                offset: self.position_offset,
+            }
+            .into());
         }
         if self.pad_token_id >= self.vocab_size {
             return Err(ConfigError::PadOutOfVocab {

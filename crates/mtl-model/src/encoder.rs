@@ -134,8 +134,9 @@ pub struct EncoderLayer {
     pub n_heads: usize,
     /// Pre-norm (`true`) or post-norm.
     pub pre_norm: bool,
-    /// GELU (`true`) or ReLU feed-forward activation.
-    pub gelu: bool,
+    /// Feed-forward activation.
+    #[module(skip)]
+    pub activation: Activation,
 }
 
 impl EncoderLayer {
@@ -160,7 +161,7 @@ impl EncoderLayer {
             dropout: DropoutConfig::new(config.dropout).init(),
             n_heads: config.nhead,
             pre_norm: config.norm == NormPosition::Pre,
-            gelu: config.activation == Activation::Gelu,
+            activation: config.activation,
         }
     }
 
@@ -226,19 +227,41 @@ impl EncoderLayer {
     }
 
     fn feed_forward(&self, x: Tensor<2>, rows: &[usize]) -> Tensor<2> {
-        let h = self.ff_in.forward(x);
-        let h = if self.gelu { gelu(h) } else { relu(h) };
+        let h = activate(self.activation, self.ff_in.forward(x));
         self.ff_out.forward(dropout_rows(&self.dropout, h, rows))
     }
 }
 
-/// The shared Transformer encoder of the seed.
+/// Applies a feed-forward activation.
+pub fn activate<const D: usize>(activation: Activation, x: Tensor<D>) -> Tensor<D> {
+    match activation {
+        Activation::Relu => relu(x),
+        Activation::Gelu => gelu(x),
+        Activation::GeluTanh => gelu_tanh(x),
+    }
+}
+
+/// GELU's tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` (HuggingFace's
+/// `gelu_new`, PyTorch's `gelu(approximate="tanh")`), from differentiable ops.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
+        .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+    x.clone().mul(inner.tanh().add_scalar(1.0)).mul_scalar(0.5)
+}
+
+/// The shared Transformer encoder of the seed, with the options a BERT-family encoder needs
+/// (learned positions with an offset, token types, a LayerNorm over the embeddings).
 #[derive(Module, Debug)]
 pub struct TransformerEncoder {
     /// Token embeddings, `[vocab_size, d_model]`.
     pub token_embedding: Embedding,
-    /// Learned positions, `[max_seq_length, d_model]`; `None` for sinusoidal positions.
+    /// Learned positions, `[max_seq_length + position_offset, d_model]`; `None` for
+    /// sinusoidal positions.
     pub position_embedding: Option<Embedding>,
+    /// Token-type (segment) embeddings, `[type_vocab_size, d_model]`, when configured.
+    pub token_type_embedding: Option<Embedding>,
+    /// LayerNorm over the summed embeddings (BERT), when configured.
+    pub embedding_norm: Option<LayerNorm>,
     /// Character-level word features added to the token embeddings, when configured.
     pub char_cnn: Option<CharCnn>,
     /// The encoder layers.
@@ -253,6 +276,8 @@ pub struct TransformerEncoder {
     pub max_seq_length: usize,
     /// Whether token embeddings are multiplied by `sqrt(d_model)`.
     pub scale_embedding: bool,
+    /// Added to each position before the learned table is read (RoBERTa: 2).
+    pub position_offset: usize,
 }
 
 impl TransformerEncoder {
@@ -273,7 +298,16 @@ impl TransformerEncoder {
                 .detach()
         });
         let position_embedding = (config.positional_encoding == PositionalEncoding::Learned)
-            .then(|| EmbeddingConfig::new(config.max_seq_length, config.d_model).init(device));
+            .then(|| {
+                EmbeddingConfig::new(config.position_table_size(), config.d_model).init(device)
+            });
+        let token_type_embedding = (config.type_vocab_size > 0)
+            .then(|| EmbeddingConfig::new(config.type_vocab_size, config.d_model).init(device));
+        let embedding_norm = config.embedding_norm.then(|| {
+            LayerNormConfig::new(config.d_model)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device)
+        });
         let final_norm = (config.norm == NormPosition::Pre).then(|| {
             LayerNormConfig::new(config.d_model)
                 .with_epsilon(config.layer_norm_eps)
@@ -286,6 +320,8 @@ impl TransformerEncoder {
         Self {
             token_embedding,
             position_embedding,
+            token_type_embedding,
+            embedding_norm,
             char_cnn,
             layers: (0..config.num_encoder_layers)
                 .map(|_| EncoderLayer::new(config, device))
@@ -295,6 +331,7 @@ impl TransformerEncoder {
             d_model: config.d_model,
             max_seq_length: config.max_seq_length,
             scale_embedding: config.scale_embedding,
+            position_offset: config.position_offset,
         }
     }
 
@@ -315,6 +352,21 @@ impl TransformerEncoder {
         tokens: Tensor<2, Int>,
         padding_mask: Tensor<2, Bool>,
         chars: Option<Tensor<3, Int>>,
+    ) -> Tensor<3> {
+        self.forward_typed(tokens, padding_mask, chars, None)
+    }
+
+    /// [`forward`](Self::forward) with token-type (segment) ids, for encoders with a
+    /// token-type table; `None` means type 0 everywhere (one sentence per input).
+    ///
+    /// # Shapes
+    /// - `token_types`: `[batch, seq]`, each below `type_vocab_size`
+    pub fn forward_typed(
+        &self,
+        tokens: Tensor<2, Int>,
+        padding_mask: Tensor<2, Bool>,
+        chars: Option<Tensor<3, Int>>,
+        token_types: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
         let [batch, seq] = tokens.dims();
         let device = tokens.device();
@@ -341,13 +393,40 @@ impl TransformerEncoder {
                 .reshape([1, n, width]);
             x = x + cnn.forward(chars).reshape([n, d]);
         }
-        let position_ids: Vec<i64> = packing.rows().iter().map(|&r| (r % seq) as i64).collect();
-        let position_ids = Tensor::<1, Int>::from_data(TensorData::new(position_ids, [n]), &device);
         let positions = match &self.position_embedding {
-            Some(table) => table.forward(position_ids.reshape([1, n])).reshape([n, d]),
-            None => sinusoidal_table(seq, d, &device).select(0, position_ids),
+            Some(table) => {
+                let offset = self.position_offset;
+                let ids: Vec<i64> = packing
+                    .rows()
+                    .iter()
+                    .map(|&r| (r % seq + offset) as i64)
+                    .collect();
+                let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+                table.forward(ids).reshape([n, d])
+            }
+            None => {
+                let ids: Vec<i64> = packing.rows().iter().map(|&r| (r % seq) as i64).collect();
+                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device);
+                sinusoidal_table(seq, d, &device).select(0, ids)
+            }
         };
-        let mut x = dropout_rows(&self.dropout, x + positions, packing.rows());
+        x = x + positions;
+        if let Some(table) = &self.token_type_embedding {
+            x = match token_types {
+                Some(types) => {
+                    let types = packing
+                        .pack_int(types.reshape([batch * seq, 1]))
+                        .reshape([1, n]);
+                    x + table.forward(types).reshape([n, d])
+                }
+                // One sentence per input: every token has type 0.
+                None => x + table.weight.val().narrow(0, 0, 1),
+            };
+        }
+        if let Some(norm) = &self.embedding_norm {
+            x = norm.forward(x);
+        }
+        let mut x = dropout_rows(&self.dropout, x, packing.rows());
         // Built once per batch, shared by every layer. The fused attention used for inference
         // wants it per query row ([batch, 1, seq, seq], broadcast over heads); it would
         // otherwise expand a [batch, 1, 1, seq] bias in every layer.

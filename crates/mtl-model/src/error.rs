@@ -8,6 +8,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// An invalid [`MultitaskConfig`](crate::MultitaskConfig).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
+    /// A position offset without a learned position table.
+    #[error("position_offset ({offset}) needs learned positions")]
+    PositionOffset {
+        /// The offset given.
+        offset: usize,
+    },
     /// A size that must be positive is zero.
     #[error("{field} must be greater than zero")]
     Zero {
@@ -157,6 +163,9 @@ pub enum Error {
         /// The version this build reads.
         expected: u32,
     },
+    /// A HuggingFace checkpoint that cannot be imported (or exported).
+    #[error(transparent)]
+    Pretrained(#[from] crate::hf::PretrainedError),
     /// A weights file is unreadable, truncated, or does not match its config.
     #[error("{}: cannot load the weights ({message}); is it complete, and does it belong to this config?", path.display())]
     Weights {

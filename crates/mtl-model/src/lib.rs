@@ -26,6 +26,7 @@ pub mod config;
 pub mod dropout;
 pub mod encoder;
 pub mod error;
+pub mod hf;
 pub mod io;
 pub mod model;
 pub mod packed;
@@ -36,6 +37,7 @@ pub use config::{
 };
 pub use encoder::{EncoderLayer, Packing, TransformerEncoder, sinusoidal_table};
 pub use error::{ConfigError, Error, Result};
+pub use hf::{HfConfig, ImportReport, PretrainedError, PretrainedOrigin};
 pub use io::{load_config, save_config, write_atomic};
 pub use model::{MultitaskOutput, MultitaskTransformer, SharedEncoder, Task, TaskLogits};
 pub use packed::{PackedInput, PackedModel, PackedOutput};

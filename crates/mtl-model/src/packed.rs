@@ -33,7 +33,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use crate::chars::CharCnn;
-use crate::config::Pooling;
+use crate::config::{Activation, Pooling};
 use crate::encoder::{EncoderLayer, TransformerEncoder, sinusoidal_values};
 use crate::error::{Error, Result};
 use crate::model::{MultitaskTransformer, SharedEncoder};
@@ -159,7 +159,7 @@ struct HostLayer {
     norm_ff: HostNorm,
     heads: usize,
     pre_norm: bool,
-    gelu: bool,
+    activation: Activation,
 }
 
 impl HostLayer {
@@ -173,7 +173,7 @@ impl HostLayer {
             norm_ff: HostNorm::new(&layer.norm_ff, eps),
             heads: layer.n_heads,
             pre_norm: layer.pre_norm,
-            gelu: layer.gelu,
+            activation: layer.activation,
         }
     }
 
@@ -248,15 +248,24 @@ impl HostLayer {
     }
 
     fn activate(&self, h: &mut [f32]) {
-        let gelu = self.gelu;
+        let activation = self.activation;
         h.par_chunks_mut(ROWS_PER_TASK * self.ff_in.d_out)
-            .for_each(|chunk| {
-                if gelu {
-                    // The exact (erf) GELU, as Burn's and PyTorch's default.
+            .for_each(|chunk| match activation {
+                // The exact (erf) GELU, as Burn's and PyTorch's default.
+                Activation::Gelu => {
                     for v in chunk {
                         *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
                     }
-                } else {
+                }
+                Activation::GeluTanh => {
+                    // sqrt(2 / pi)
+                    const K: f32 = 0.797_884_6;
+                    for v in chunk {
+                        let x = *v;
+                        *v = 0.5 * x * (1.0 + libm::tanhf(K * (x + 0.044_715 * x * x * x)));
+                    }
+                }
+                Activation::Relu => {
                     for v in chunk {
                         *v = v.max(0.0);
                     }
@@ -481,8 +490,10 @@ pub struct PackedModel {
     embedding_scale: Option<f32>,
     pooling: Pooling,
     token_embedding: Vec<f32>,
-    /// `[max_seq_length, d_model]`: the learned table or the sinusoids.
+    /// `[max_seq_length, d_model]`: the learned table (from its offset on) or the sinusoids,
+    /// plus the embedding of token type 0 where the model has token types.
     positions: Vec<f32>,
+    embedding_norm: Option<HostNorm>,
     chars: Option<HostCharCnn>,
     layers: Vec<HostLayer>,
     final_norm: Option<HostNorm>,
@@ -499,19 +510,34 @@ impl PackedModel {
         let TransformerEncoder {
             token_embedding,
             position_embedding,
+            token_type_embedding,
+            embedding_norm,
             char_cnn,
             layers,
             final_norm,
             d_model,
             max_seq_length,
             scale_embedding,
+            position_offset,
             ..
         } = encoder;
         let (d_model, max_seq_length) = (*d_model, *max_seq_length);
-        let positions = match position_embedding {
-            Some(table) => param(&table.weight),
+        let mut positions = match position_embedding {
+            Some(table) => {
+                let mut rows = param(&table.weight);
+                rows.drain(..(*position_offset * d_model).min(rows.len()));
+                rows
+            }
             None => sinusoidal_values(max_seq_length, d_model),
         };
+        // Inputs here are single sentences: every token has type 0, whose embedding is then
+        // one more row added to every position.
+        if let Some(types) = token_type_embedding {
+            let type0 = param(&types.weight);
+            for row in positions.chunks_exact_mut(d_model) {
+                row.iter_mut().zip(&type0[..d_model]).for_each(|(p, t)| *p += t);
+            }
+        }
         let eps = config.layer_norm_eps;
         // Limits from the tables themselves, so that ids are checked against what is there.
         let [vocab_size, _] = token_embedding.weight.dims();
@@ -524,6 +550,7 @@ impl PackedModel {
             pooling: config.pooling,
             token_embedding: param(&token_embedding.weight),
             positions,
+            embedding_norm: embedding_norm.as_ref().map(|n| HostNorm::new(n, eps)),
             chars: char_cnn
                 .as_ref()
                 .zip(config.char_features.as_ref())
@@ -627,6 +654,9 @@ impl PackedModel {
                     row.iter_mut().zip(pos).for_each(|(r, p)| *r += p);
                 }
             });
+        if let Some(norm) = &self.embedding_norm {
+            norm.apply_in_place(&mut x);
+        }
 
         let ff = self.layers.first().map_or(0, |l| l.ff_in.d_out);
         let mut scratch = Scratch {

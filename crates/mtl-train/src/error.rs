@@ -58,6 +58,16 @@ pub enum Error {
         /// What the encoder makes.
         encoder: Option<(usize, usize)>,
     },
+    /// The tokenizer makes ids the model's embedding table has no row for.
+    #[error(
+        "the tokenizer has {tokenizer} token ids but the model's embedding table only {model} rows"
+    )]
+    VocabMismatch {
+        /// Ids the tokenizer makes.
+        tokenizer: usize,
+        /// Rows of the embedding table.
+        model: usize,
+    },
     /// The training data holds no labels for any task.
     #[error("the training data has neither sentence labels nor tags")]
     NoLabels,

@@ -25,8 +25,8 @@ pub mod trainer;
 pub use decode::TagDecoding;
 pub use error::{Error, Result};
 pub use eval::{
-    EvalReport, InferenceEngine, PredictOptions, Prediction, TaskLosses, evaluate, evaluate_with,
-    predict,
+    EvalReport, InferenceEngine, PredictOptions, Prediction, TaskLosses, embed, evaluate,
+    evaluate_with, predict,
 };
 pub use sampler::SamplingStrategy;
 pub use seed_api::{MultitaskDataset, train_model};

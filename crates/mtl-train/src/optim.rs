@@ -95,9 +95,69 @@ pub fn clip_coefficient(norm: f64, max_norm: Option<f64>) -> f64 {
     }
 }
 
+/// Per-parameter learning-rate factors: heads against the encoder, and layer-wise decay
+/// through the encoder. Parameters are recognised by their module path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LrScales {
+    head: f64,
+    layer_decay: Option<f64>,
+    layers: usize,
+}
+
+impl LrScales {
+    /// Factors for an encoder of `layers` layers trained at `learning_rate`, heads at
+    /// `head_learning_rate` (`None`: the same), each encoder layer below the top one at
+    /// `layer_decay` times the rate of the one above (`None`: no decay).
+    pub fn new(
+        learning_rate: f64,
+        head_learning_rate: Option<f64>,
+        layer_decay: Option<f64>,
+        layers: usize,
+    ) -> Self {
+        Self {
+            head: head_learning_rate.map_or(1.0, |h| h / learning_rate),
+            layer_decay,
+            layers,
+        }
+    }
+
+    /// One factor for everything.
+    pub fn uniform() -> Self {
+        Self {
+            head: 1.0,
+            layer_decay: None,
+            layers: 0,
+        }
+    }
+
+    /// The factor of the parameter at `path` (segments of the module tree, such as
+    /// `["encoder", "Transformer", "layers", "3", "qkv", "weight"]`).
+    pub fn factor(&self, path: &[String]) -> f64 {
+        if path.first().is_none_or(|p| p != "encoder") {
+            return self.head;
+        }
+        let Some(decay) = self.layer_decay else {
+            return 1.0;
+        };
+        let layer = path
+            .iter()
+            .position(|p| p == "layers")
+            .and_then(|i| path.get(i + 1))
+            .and_then(|i| i.parse::<usize>().ok());
+        // The top layer has depth 0; the embeddings sit below the first layer.
+        let depth = match layer {
+            Some(i) => self.layers.saturating_sub(i + 1),
+            None if path.iter().any(|p| p == "final_norm") => 0,
+            None => self.layers,
+        };
+        decay.powi(depth as i32)
+    }
+}
+
 struct Updater<'a> {
     opt: &'a mut AdamW,
     grads: &'a mut GradientsParams,
+    scales: &'a LrScales,
     lr: f64,
     clip: f64,
     path: Vec<String>,
@@ -126,6 +186,7 @@ impl ModuleMapper for Updater<'_> {
             g
         };
         let key = self.path.join(".");
+        let lr = self.lr * self.scales.factor(&self.path);
         let c = self.opt.config;
         let moments = match self.opt.state.remove(&key) {
             Some(s) => s,
@@ -141,12 +202,12 @@ impl ModuleMapper for Updater<'_> {
         let bc2 = 1.0 - c.beta2.powi(t);
         let decay = if D >= 2 { c.weight_decay } else { 0.0 };
         let p = if decay > 0.0 {
-            p.mul_scalar(1.0 - self.lr * decay)
+            p.mul_scalar(1.0 - lr * decay)
         } else {
             p
         };
         let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(c.eps);
-        let p = p - m.clone().div(denom).mul_scalar(self.lr / bc1);
+        let p = p - m.clone().div(denom).mul_scalar(lr / bc1);
         self.opt.state.insert(key, Moments { m, v });
         let mut out = Tensor::from_inner(p.reshape(shape));
         if tracked {
@@ -177,8 +238,21 @@ impl AdamW {
         &mut self,
         lr: f64,
         module: M,
+        grads: GradientsParams,
+        max_grad_norm: Option<f64>,
+    ) -> (M, StepInfo) {
+        self.step_scaled(lr, module, grads, max_grad_norm, &LrScales::uniform())
+    }
+
+    /// [`step`](Self::step) with each parameter's learning rate multiplied by its factor in
+    /// `scales` (the weight decay follows the scaled rate, as in PyTorch's parameter groups).
+    pub fn step_scaled<M: Module>(
+        &mut self,
+        lr: f64,
+        module: M,
         mut grads: GradientsParams,
         max_grad_norm: Option<f64>,
+        scales: &LrScales,
     ) -> (M, StepInfo) {
         let grad_norm = global_grad_norm(&module, &grads);
         let clip = clip_coefficient(grad_norm, max_grad_norm);
@@ -186,6 +260,7 @@ impl AdamW {
         let mut updater = Updater {
             opt: self,
             grads: &mut grads,
+            scales,
             lr,
             clip,
             path: Vec::new(),

@@ -1,0 +1,142 @@
+//! One fine-tuning step of a tiny pretrained BERT with both heads against PyTorch +
+//! transformers (`scripts/hf_golden/make_hf_golden.py`, fixture `bert_step.json` beside the
+//! model fixtures of mtl-model): masked cross-entropy of both heads, backward (the exact GELU
+//! derivative), AdamW with weight decay on matrices only. Loss and every updated parameter
+//! within 1e-5.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use mtl_model::hf::{self, HfConfig};
+use mtl_model::{MultitaskTransformer, Pooling, SharedEncoder};
+use mtl_train::loss::{cross_entropy, token_cross_entropy};
+use mtl_train::optim::{AdamW, AdamWConfig};
+use serde::Deserialize;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../mtl-model/tests/fixtures/hf")
+}
+
+#[derive(Deserialize)]
+struct Step {
+    input_ids: Vec<Vec<i64>>,
+    attention_mask: Vec<Vec<i64>>,
+    token_type_ids: Vec<Vec<i64>>,
+    labels: Vec<i64>,
+    tags: Vec<Vec<i64>>,
+    loss: f32,
+}
+
+/// `name -> (shape, values)` of a safetensors file of F32 tensors.
+fn read_tensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = fs::read(path).expect("fixture");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    file.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let values = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, (t.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+fn int2(rows: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
+    let (b, s) = (rows.len(), rows[0].len());
+    let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+    Tensor::from_data(TensorData::new(flat, [b, s]), device)
+}
+
+fn set_head(linear: &mut burn::nn::Linear, heads: &HashMap<String, (Vec<usize>, Vec<f32>)>, name: &str, device: &Device) {
+    let (shape, w) = &heads[&format!("{name}.weight")];
+    let (_, b) = &heads[&format!("{name}.bias")];
+    let w = Tensor::<2>::from_data(TensorData::new(w.clone(), [shape[0], shape[1]]), device);
+    linear.weight = Param::from_tensor(w.transpose());
+    linear.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
+        TensorData::new(b.clone(), [b.len()]),
+        device,
+    )));
+}
+
+#[test]
+fn one_fine_tuning_step_matches_pytorch() {
+    let device = Device::flex();
+    let dir = fixtures();
+    let step: Step = serde_json::from_str(
+        &fs::read_to_string(dir.join("bert_step.json")).expect("bert_step.json"),
+    )
+    .expect("parses");
+    let hf_config = HfConfig::read(&dir.join("bert")).expect("config");
+    let config = hf_config
+        .to_model_config(3, 5, Pooling::First)
+        .with_dropout(0.0);
+    let model = MultitaskTransformer::new(&config, &device).expect("model");
+    let (mut model, _) = hf::load_encoder(&dir.join("bert"), model).expect("imports");
+    let heads = read_tensors(&dir.join("bert_step/heads_init.safetensors"));
+    set_head(&mut model.classifier, &heads, "cls", &device);
+    set_head(&mut model.ner_head, &heads, "ner", &device);
+
+    let ad = device.clone().autodiff();
+    let model = model.valid().to_device(&ad).train();
+    let tokens = int2(&step.input_ids, &ad);
+    let [b, s] = tokens.dims();
+    let mask: Vec<bool> = step.attention_mask.iter().flatten().map(|&m| m == 0).collect();
+    let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [b, s]), &ad);
+    let SharedEncoder::Transformer(encoder) = &model.encoder;
+    let hidden = encoder.forward_typed(
+        tokens,
+        mask.clone(),
+        None,
+        Some(int2(&step.token_type_ids, &ad)),
+    );
+    let cls = model.classification_head(hidden.clone(), mask.clone());
+    let ner = model.ner_head(hidden, mask);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(step.labels.clone(), [b]), &ad);
+    let loss = cross_entropy(cls, labels).mean + token_cross_entropy(ner, int2(&step.tags, &ad)).mean;
+    let value = loss.clone().into_scalar::<f32>();
+    assert!(
+        (value - step.loss).abs() < 1e-5,
+        "loss {value} vs PyTorch {}",
+        step.loss
+    );
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: 0.01,
+        ..AdamWConfig::default()
+    });
+    let (model, _) = opt.step(1e-3, model, grads, None);
+    let model = model.valid();
+
+    let mut want = read_tensors(&dir.join("bert_step/updated.safetensors"));
+    for (name, value) in read_tensors(&dir.join("bert_step/heads_updated.safetensors")) {
+        let ours = match name.as_str() {
+            "cls.weight" => "mtl.classifier.weight",
+            "cls.bias" => "mtl.classifier.bias",
+            "ner.weight" => "mtl.ner_head.weight",
+            "ner.bias" => "mtl.ner_head.bias",
+            other => panic!("unexpected head tensor {other}"),
+        };
+        want.insert(ours.to_string(), value);
+    }
+    let got = hf::hf_tensors(&model).expect("tensors");
+    assert_eq!(got.len(), want.len(), "every parameter compared");
+    let mut worst = (0.0f32, String::new());
+    for (name, shape, values) in got {
+        let (want_shape, want_values) = want.get(&name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(&shape, want_shape, "{name}");
+        for (x, y) in values.iter().zip(want_values) {
+            if (x - y).abs() > worst.0 {
+                worst = ((x - y).abs(), name.clone());
+            }
+        }
+    }
+    eprintln!("largest difference after one step: {:e} ({})", worst.0, worst.1);
+    assert!(worst.0 < 1e-5, "{} differs by {}", worst.1, worst.0);
+}
