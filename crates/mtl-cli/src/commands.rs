@@ -12,8 +12,8 @@ use mtl::data::{
     Encoder, Example, Format, ReadOptions, ReadReport, TOKENIZER_FILE, TagScheme, TextEncoder,
     WordVocab, WordVocabConfig, iob2_to_spans, read_examples, read_split, read_splits, to_iob2,
 };
-use mtl::model::hf::{self, HfConfig};
 use mtl::model::MultitaskTransformer;
+use mtl::model::hf::{self, HfConfig};
 use mtl::train::TagDecoding;
 use mtl::train::eval::{
     EvalReport, PredictOptions, Prediction, predict_encoded, score as score_predictions,
@@ -205,9 +205,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
             );
         }
         let config = match &hf {
-            Some(hf) => file
-                .model
-                .to_pretrained_config(hf, encoder.labels.len(), encoder.tags.len()),
+            Some(hf) => {
+                file.model
+                    .to_pretrained_config(hf, encoder.labels.len(), encoder.tags.len())
+            }
             None => file.model.to_config(
                 encoder.text.vocab_size(),
                 encoder.labels.len(),
@@ -553,10 +554,8 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
     let (model, encoder) = match (&args.model, &args.pretrained) {
         (Some(dir), _) => load_model_dir(dir, &device)?,
         (None, Some(dir)) => {
-            let path = dir.join(TOKENIZER_FILE);
-            let text = TextEncoder::from_tokenizer_file(&path)?;
-            let (model, _) =
-                hf::from_pretrained(dir, 1, 1, mtl::model::Pooling::Mean, &device)?;
+            let (model, _) = hf::from_pretrained(dir, 1, 1, mtl::model::Pooling::Mean, &device)?;
+            let text = TextEncoder::from_tokenizer_file(&dir.join(TOKENIZER_FILE))?;
             let limit = model.config().max_seq_length.min(512);
             let encoder = Encoder::build(&[], text, limit)?;
             mtl::train::check_chars(&model, &encoder)?;

@@ -214,3 +214,34 @@ impl FileConfig {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped config parses (unknown keys are errors), and the documented example
+    /// holds the defaults.
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("configs/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                FileConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "{n} configs");
+        let example = FileConfig::load(&dir.join("example.toml")).expect("example");
+        assert_eq!(example.train, TrainConfig::default());
+        let minilm = FileConfig::load(&dir.join("snips-minilm.toml")).expect("snips-minilm");
+        let pretrained = minilm.model.pretrained.expect("a checkpoint");
+        assert!(
+            pretrained.ends_with("models/all-minilm-l6-v2"),
+            "relative to the config file: {}",
+            pretrained.display()
+        );
+        assert!(pretrained.starts_with(&dir));
+    }
+}

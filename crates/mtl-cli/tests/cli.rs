@@ -296,3 +296,126 @@ fn errors_are_one_clear_line() {
     ]);
     assert_clean_error(&again, "already exists");
 }
+
+/// `(text, embedding)` of each JSON line `mtl embed` printed.
+fn embeddings(o: &Output) -> Vec<(String, Vec<f64>)> {
+    assert!(o.status.success(), "embed failed: {}", stderr(o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let text = v["text"].as_str().expect("text").to_string();
+            let e = v["embedding"]
+                .as_array()
+                .expect("embedding")
+                .iter()
+                .map(|x| x.as_f64().expect("number"))
+                .collect();
+            (text, e)
+        })
+        .collect()
+}
+
+/// Fine-tunes the tiny random BERT fixture (config.json, model.safetensors, tokenizer.json)
+/// for an epoch, exports it in HuggingFace layout, and reads both back through `embed`.
+#[test]
+fn pretrained_fine_tune_export_and_embed() {
+    let ckpt = workspace().join("crates/mtl-model/tests/fixtures/hf/bert");
+    let ckpt = ckpt.to_str().expect("utf8");
+    let dir = scratch("pretrained");
+    let run = dir.join("run");
+    let run = run.to_str().expect("utf8");
+    let o = mtl(&[
+        "train",
+        "--pretrained",
+        ckpt,
+        "--data",
+        "data/quickstart",
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "--plain",
+        "--overwrite",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "train failed: {err}");
+    assert!(err.contains("pretrained encoder: 37 tensors"), "{err}");
+    assert!(
+        err.contains("unused tensors") && err.contains("pooler.dense.weight"),
+        "unused tensors are listed: {err}"
+    );
+    // The run directory is self-contained: predict needs nothing else.
+    let o = mtl(&["predict", "--model", run, "wake me up at 6 30 am"]);
+    assert!(o.status.success(), "predict failed: {}", stderr(&o));
+
+    let export = dir.join("export");
+    let export = export.to_str().expect("utf8");
+    let o = mtl(&["export", "--model", run, "--out", export]);
+    assert!(o.status.success(), "export failed: {}", stderr(&o));
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "labels.json",
+    ] {
+        assert!(Path::new(export).join(file).is_file(), "{file} exported");
+    }
+
+    let texts = ["wake me up at 6 30 am", "play some jazz"];
+    let from_run = embeddings(&mtl(&["embed", "--model", run, texts[0], texts[1]]));
+    let from_export = embeddings(&mtl(&["embed", "--pretrained", export, texts[0], texts[1]]));
+    assert_eq!(from_run.len(), 2);
+    for ((ta, a), (tb, b)) in from_run.iter().zip(&from_export) {
+        assert_eq!(ta, tb);
+        assert_eq!(a.len(), 32, "hidden size of the tiny BERT");
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-6, "export changed the encoder: {diff}");
+    }
+    // The fine-tuned encoder is not the checkpoint's any more.
+    let original = embeddings(&mtl(&["embed", "--pretrained", ckpt, texts[0]]));
+    let moved = original[0]
+        .1
+        .iter()
+        .zip(&from_run[0].1)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-4,
+        "one epoch of fine-tuning moved the encoder: {moved}"
+    );
+    let unit = embeddings(&mtl(&["embed", "--model", run, "--normalize", texts[0]]));
+    let norm: f64 = unit[0].1.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "unit length: {norm}");
+}
+
+#[test]
+fn pretrained_errors_are_one_clear_line() {
+    let o = mtl(&[
+        "train",
+        "--pretrained",
+        "no/such/checkpoint",
+        "--data",
+        "data/quickstart",
+        "--out",
+        scratch("pretrained-missing")
+            .join("run")
+            .to_str()
+            .expect("utf8"),
+    ]);
+    assert_clean_error(&o, "no/such/checkpoint/config.json");
+    let o = mtl(&["embed", "--pretrained", "data/quickstart", "hello"]);
+    assert_clean_error(&o, "config.json");
+    let o = mtl(&[
+        "export",
+        "--model",
+        trained_run().to_str().expect("utf8"),
+        "--out",
+        "/tmp/x",
+    ]);
+    assert_clean_error(&o, "not built from a pretrained checkpoint");
+}

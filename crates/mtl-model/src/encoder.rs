@@ -297,8 +297,8 @@ impl TransformerEncoder {
             w.slice_assign([pad..pad + 1, 0..d], Tensor::zeros([1, d], device))
                 .detach()
         });
-        let position_embedding = (config.positional_encoding == PositionalEncoding::Learned)
-            .then(|| {
+        let position_embedding =
+            (config.positional_encoding == PositionalEncoding::Learned).then(|| {
                 EmbeddingConfig::new(config.position_table_size(), config.d_model).init(device)
             });
         let token_type_embedding = (config.type_vocab_size > 0)

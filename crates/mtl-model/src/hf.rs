@@ -125,7 +125,9 @@ pub enum PretrainedError {
         dtype: String,
     },
     /// The model to export was not imported from a HuggingFace checkpoint.
-    #[error("the model was not built from a pretrained checkpoint, so it has no HuggingFace layout")]
+    #[error(
+        "the model was not built from a pretrained checkpoint, so it has no HuggingFace layout"
+    )]
     NotPretrained,
     /// Writing the export failed.
     #[error("{}: cannot write the weights: {message}", path.display())]
@@ -241,11 +243,12 @@ impl HfConfig {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let family =
-            Family::from_model_type(&model_type).ok_or_else(|| PretrainedError::UnknownModelType {
+        let family = Family::from_model_type(&model_type).ok_or_else(|| {
+            PretrainedError::UnknownModelType {
                 path: path.into(),
                 model_type: model_type.clone(),
-            })?;
+            }
+        })?;
         let size = |field: &'static str| -> Result<usize> {
             raw.get(field)
                 .and_then(Value::as_u64)
@@ -296,13 +299,14 @@ impl HfConfig {
                 "hidden_act",
             ),
         };
-        let act_name = raw.get(act_field).and_then(Value::as_str).ok_or_else(|| {
-            PretrainedError::Field {
-                path: path.into(),
-                field: act_field,
-                expected: "a string",
-            }
-        })?;
+        let act_name =
+            raw.get(act_field)
+                .and_then(Value::as_str)
+                .ok_or_else(|| PretrainedError::Field {
+                    path: path.into(),
+                    field: act_field,
+                    expected: "a string",
+                })?;
         let activation = match act_name {
             "gelu" => Activation::Gelu,
             // `gelu_fast` is the same tanh formula written differently.
@@ -566,11 +570,15 @@ impl Tensors {
         let is_pickle = path.extension().is_some_and(|e| e == "bin" || e == "pt");
         let tensors = if is_pickle {
             let mut store = PytorchStore::from_file(path).remap(remapper);
-            let all = store.get_all_tensors().map_err(|e| read_err(e.to_string()))?;
+            let all = store
+                .get_all_tensors()
+                .map_err(|e| read_err(e.to_string()))?;
             to_data_map(all, path)?
         } else {
             let mut store = SafetensorsStore::from_file(path).remap(remapper);
-            let all = store.get_all_tensors().map_err(|e| read_err(e.to_string()))?;
+            let all = store
+                .get_all_tensors()
+                .map_err(|e| read_err(e.to_string()))?;
             to_data_map(all, path)?
         };
         Ok(Self {
@@ -784,13 +792,24 @@ pub fn from_pretrained(
     load_encoder(dir, model)
 }
 
+/// A tensor in host memory under its HuggingFace name, PyTorch layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// The name (without the model prefix).
+    pub name: String,
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub values: Vec<f32>,
+}
+
 /// The encoder's (and heads') tensors under HuggingFace names, in PyTorch layout, as
-/// `(name, shape, values)`: the inverse of [`load_encoder`]. Heads are named
+/// [`NamedTensor`]s: the inverse of [`load_encoder`]. Heads are named
 /// [`HEAD_PREFIX`]`classifier.*`, `ner_head.*` and `sentence_to_tokens.*`.
 ///
 /// # Errors
 /// [`PretrainedError::NotPretrained`] if the model was not configured from a checkpoint.
-pub fn hf_tensors(model: &MultitaskTransformer) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+pub fn hf_tensors(model: &MultitaskTransformer) -> Result<Vec<NamedTensor>> {
     let config = model.config();
     let origin = config
         .pretrained
@@ -803,7 +822,11 @@ pub fn hf_tensors(model: &MultitaskTransformer) -> Result<Vec<(String, Vec<usize
     let mut push = |name: String, t: Tensor<2>, vector: bool| {
         let [r, c] = t.dims();
         let shape = if vector { vec![c] } else { vec![r, c] };
-        out.push((name, shape, host(t)));
+        out.push(NamedTensor {
+            name,
+            shape,
+            values: host(t),
+        });
     };
     export_embeddings(encoder, &keys, &mut push);
     let d = config.d_model;
@@ -817,7 +840,11 @@ pub fn hf_tensors(model: &MultitaskTransformer) -> Result<Vec<(String, Vec<usize
             false,
         );
         if let Some(b) = &l.bias {
-            push(format!("{HEAD_PREFIX}{name}.bias"), b.val().unsqueeze(), true);
+            push(
+                format!("{HEAD_PREFIX}{name}.bias"),
+                b.val().unsqueeze(),
+                true,
+            );
         }
     };
     linear("classifier", &model.classifier);
@@ -852,8 +879,7 @@ fn export_embeddings(
             false,
         );
     }
-    if let (Some(table), Some(name)) = (&encoder.token_type_embedding, keys.token_type_embeddings)
-    {
+    if let (Some(table), Some(name)) = (&encoder.token_type_embedding, keys.token_type_embeddings) {
         push(format!("{name}.weight"), table.weight.val(), false);
     }
     if let Some(norm) = &encoder.embedding_norm {
@@ -927,22 +953,27 @@ pub fn save_encoder(model: &MultitaskTransformer, dir: &Path) -> Result<()> {
         source,
     })?;
     let config_path = dir.join(HF_CONFIG_FILE);
-    let config_text = serde_json::to_vec_pretty(&origin.hf_config).map_err(|source| {
-        Error::ConfigFile {
+    let config_text =
+        serde_json::to_vec_pretty(&origin.hf_config).map_err(|source| Error::ConfigFile {
             path: config_path.clone(),
             source,
-        }
-    })?;
+        })?;
     crate::io::write_atomic(&config_path, &config_text).map_err(|source| Error::Io {
         path: config_path.clone(),
         source,
     })?;
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
-        .map(|(name, shape, values)| {
-            let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, shape, raw)
-        })
+        .map(
+            |NamedTensor {
+                 name,
+                 shape,
+                 values,
+             }| {
+                let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name, shape, raw)
+            },
+        )
         .collect();
     let path = dir.join(HF_SAFETENSORS_FILE);
     let write_err = |message: String| PretrainedError::Write {

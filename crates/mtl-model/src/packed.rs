@@ -535,7 +535,9 @@ impl PackedModel {
         if let Some(types) = token_type_embedding {
             let type0 = param(&types.weight);
             for row in positions.chunks_exact_mut(d_model) {
-                row.iter_mut().zip(&type0[..d_model]).for_each(|(p, t)| *p += t);
+                row.iter_mut()
+                    .zip(&type0[..d_model])
+                    .for_each(|(p, t)| *p += t);
             }
         }
         let eps = config.layer_norm_eps;

@@ -110,7 +110,10 @@ fn import_reads_the_config_and_reports_unused_tensors() {
         (1, 2),
         "RoBERTa positions start after the padding id"
     );
-    assert_eq!(roberta.max_seq_length(), roberta.max_position_embeddings - 2);
+    assert_eq!(
+        roberta.max_seq_length(),
+        roberta.max_position_embeddings - 2
+    );
     assert_eq!(roberta.layer_norm_eps, 1e-5);
     assert_eq!(roberta.activation, mtl_model::Activation::GeluTanh);
     let bert = HfConfig::read(&fixture("bert")).expect("config");
@@ -120,7 +123,11 @@ fn import_reads_the_config_and_reports_unused_tensors() {
     );
     let distil = HfConfig::read(&fixture("distilbert")).expect("config");
     assert_eq!(
-        (distil.hidden_size, distil.num_layers, distil.type_vocab_size),
+        (
+            distil.hidden_size,
+            distil.num_layers,
+            distil.type_vocab_size
+        ),
         (32, 2, 0)
     );
 
@@ -155,7 +162,11 @@ fn packed_model_matches_burn_on_pretrained_encoders() {
                 hf::from_pretrained(&fixture(name), 3, 5, pooling, &device).expect("imports");
             let mask = padding_mask(&g, &device);
             let out = model.forward_joint(int2(&g.input_ids, &device), mask);
-            let cls = out.classification.into_data().try_to_vec::<f32>().expect("f32");
+            let cls = out
+                .classification
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
             let ner = out.ner.into_data().try_to_vec::<f32>().expect("f32");
             let packed = PackedModel::from_model(&model);
             let mut input = PackedInput::new();
@@ -203,9 +214,9 @@ fn export_then_import_reproduces_the_weights_exactly() {
         );
         let a = hf::hf_tensors(&model).expect("tensors");
         let b = hf::hf_tensors(&again).expect("tensors");
-        let encoder = |t: &[(String, Vec<usize>, Vec<f32>)]| {
+        let encoder = |t: &[hf::NamedTensor]| {
             t.iter()
-                .filter(|(k, _, _)| !k.starts_with(hf::HEAD_PREFIX))
+                .filter(|t| !t.name.starts_with(hf::HEAD_PREFIX))
                 .cloned()
                 .collect::<Vec<_>>()
         };
@@ -245,11 +256,11 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 }
 
 /// Rewrites `dir/model.safetensors` through `edit` on its (name, shape, f32 values).
-fn edit_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
+fn edit_weights(dir: &Path, edit: impl FnOnce(&mut Vec<hf::NamedTensor>)) {
     let path = dir.join("model.safetensors");
     let bytes = fs::read(&path).expect("weights");
     let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = file
+    let mut tensors: Vec<hf::NamedTensor> = file
         .tensors()
         .into_iter()
         .filter(|(_, t)| t.dtype() == safetensors::Dtype::F32)
@@ -259,13 +270,20 @@ fn edit_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            (name, t.shape().to_vec(), values)
+            hf::NamedTensor {
+                name,
+                shape: t.shape().to_vec(),
+                values,
+            }
         })
         .collect();
     edit(&mut tensors);
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
-        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|t| {
+            let bytes = t.values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (t.name, t.shape, bytes)
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = raw
         .iter()
@@ -309,7 +327,13 @@ fn broken_checkpoints_give_typed_errors_naming_the_problem() {
     });
     let e = import_err(&dir);
     assert!(
-        matches!(e, PretrainedError::Field { field: "hidden_size", .. }),
+        matches!(
+            e,
+            PretrainedError::Field {
+                field: "hidden_size",
+                ..
+            }
+        ),
         "{e}"
     );
 
@@ -319,7 +343,13 @@ fn broken_checkpoints_give_typed_errors_naming_the_problem() {
     });
     let e = import_err(&dir);
     assert!(
-        matches!(e, PretrainedError::Field { field: "layer_norm_eps", .. }),
+        matches!(
+            e,
+            PretrainedError::Field {
+                field: "layer_norm_eps",
+                ..
+            }
+        ),
         "epsilon never falls back to a default: {e}"
     );
 
@@ -341,7 +371,7 @@ fn broken_checkpoints_give_typed_errors_naming_the_problem() {
 
     let dir = copy_fixture("bert", "missing-tensor");
     edit_weights(&dir, |t| {
-        t.retain(|(n, _, _)| n != "encoder.layer.1.attention.self.key.weight")
+        t.retain(|t| t.name != "encoder.layer.1.attention.self.key.weight")
     });
     let e = import_err(&dir);
     assert!(

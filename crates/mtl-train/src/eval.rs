@@ -476,6 +476,51 @@ pub fn evaluate_with(
     Ok((score(examples, &predictions, losses)?, predictions))
 }
 
+/// Sentence vectors: the encoder output averaged over each example's real tokens (special
+/// tokens included, as sentence-transformers' mean pooling), optionally scaled to unit
+/// length. One vector of `d_model` values per encoded example, in order.
+///
+/// # Errors
+/// The batch does not fit the model (a sequence longer than `max_seq_length`).
+pub fn embed(
+    model: &MultitaskTransformer,
+    encoder: &Encoder,
+    encoded: &[Encoded],
+    batch_size: usize,
+    normalize: bool,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let batcher = MultitaskBatcher::for_encoder(encoder);
+    let d = model.config().d_model;
+    let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
+    let plan = plan_batches(&lengths, batch_size, None::<&mut rand::rngs::StdRng>, true);
+    let mut out = vec![Vec::new(); encoded.len()];
+    for indices in plan {
+        let items: Vec<&Encoded> = indices.iter().map(|&i| &encoded[i]).collect();
+        let batch = batcher.batch(&items, device);
+        model.check_input_with(&batch.tokens, &batch.padding_mask, batch.chars.as_ref())?;
+        let [_, seq] = batch.tokens.dims();
+        // The encoder output is zero at padded positions: sum the rows, divide by the length.
+        let hidden = to_vec(model.encode_with(batch.tokens, batch.padding_mask, batch.chars));
+        for (row, (&i, item)) in indices.iter().zip(&items).enumerate() {
+            let len = item.ids.len();
+            let mut v = vec![0.0f32; d];
+            for s in 0..len {
+                let h = &hidden[(row * seq + s) * d..(row * seq + s + 1) * d];
+                v.iter_mut().zip(h).for_each(|(a, b)| *a += b);
+            }
+            let n = len.max(1) as f32;
+            v.iter_mut().for_each(|a| *a /= n);
+            if normalize {
+                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|a| *a /= norm);
+            }
+            out[i] = v;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,54 +570,4 @@ mod tests {
     }
 
     const IGNORE: i64 = mtl_data::IGNORE_INDEX;
-}
-
-/// Sentence vectors: the encoder output averaged over each example's real tokens (special
-/// tokens included, as sentence-transformers' mean pooling), optionally scaled to unit
-/// length. One vector of `d_model` values per encoded example, in order.
-///
-/// # Errors
-/// The batch does not fit the model (a sequence longer than `max_seq_length`).
-pub fn embed(
-    model: &MultitaskTransformer,
-    encoder: &Encoder,
-    encoded: &[Encoded],
-    batch_size: usize,
-    normalize: bool,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
-    let batcher = MultitaskBatcher::for_encoder(encoder);
-    let d = model.config().d_model;
-    let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
-    let plan = plan_batches(
-        &lengths,
-        batch_size,
-        None::<&mut rand::rngs::StdRng>,
-        true,
-    );
-    let mut out = vec![Vec::new(); encoded.len()];
-    for indices in plan {
-        let items: Vec<&Encoded> = indices.iter().map(|&i| &encoded[i]).collect();
-        let batch = batcher.batch(&items, device);
-        model.check_input_with(&batch.tokens, &batch.padding_mask, batch.chars.as_ref())?;
-        let [_, seq] = batch.tokens.dims();
-        // The encoder output is zero at padded positions: sum the rows, divide by the length.
-        let hidden = to_vec(model.encode_with(batch.tokens, batch.padding_mask, batch.chars));
-        for (row, (&i, item)) in indices.iter().zip(&items).enumerate() {
-            let len = item.ids.len();
-            let mut v = vec![0.0f32; d];
-            for s in 0..len {
-                let h = &hidden[(row * seq + s) * d..(row * seq + s + 1) * d];
-                v.iter_mut().zip(h).for_each(|(a, b)| *a += b);
-            }
-            let n = len.max(1) as f32;
-            v.iter_mut().for_each(|a| *a /= n);
-            if normalize {
-                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
-                v.iter_mut().for_each(|a| *a /= norm);
-            }
-            out[i] = v;
-        }
-    }
-    Ok(out)
 }

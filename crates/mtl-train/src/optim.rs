@@ -559,4 +559,66 @@ mod tests {
         ));
         std::fs::remove_file(&path).ok();
     }
+
+    /// The factor of every parameter of a real model, found by the module paths the optimizer
+    /// walks: heads at the head rate, layer `i` of `L` at `decay^(L-1-i)`, embeddings at
+    /// `decay^L`.
+    #[test]
+    fn lr_scales_follow_the_module_tree() {
+        use mtl_model::{MultitaskConfig, MultitaskTransformer};
+        struct Paths<'a> {
+            scales: &'a LrScales,
+            path: Vec<String>,
+            seen: Vec<(String, f64)>,
+        }
+        impl ModuleMapper for Paths<'_> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.path.pop();
+            }
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                self.seen
+                    .push((self.path.join("."), self.scales.factor(&self.path)));
+                p
+            }
+        }
+        let device = Device::flex();
+        let config = MultitaskConfig::new(20, 3, 4)
+            .with_d_model(8)
+            .with_nhead(2)
+            .with_num_encoder_layers(3)
+            .with_dim_feedforward(16);
+        let model = MultitaskTransformer::new(&config, &device).expect("model");
+        let scales = LrScales::new(1e-4, Some(1e-3), Some(0.5), 3);
+        let mut paths = Paths {
+            scales: &scales,
+            path: Vec::new(),
+            seen: Vec::new(),
+        };
+        let _ = model.map(&mut paths);
+        let factor = |needle: &str| {
+            paths
+                .seen
+                .iter()
+                .find(|(p, _)| p.contains(needle))
+                .unwrap_or_else(|| panic!("no parameter at {needle}: {:?}", paths.seen))
+                .1
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(factor("classifier.weight"), 10.0));
+        assert!(close(factor("ner_head.bias"), 10.0));
+        assert!(close(factor("layers.2.qkv.weight"), 1.0));
+        assert!(close(factor("layers.1.ff_in.weight"), 0.5));
+        assert!(close(factor("layers.0.norm_ff.gamma"), 0.25));
+        assert!(close(factor("token_embedding.weight"), 0.125));
+        // Without decay the encoder trains at the base rate, heads still at theirs.
+        let flat = LrScales::new(1e-4, Some(1e-3), None, 3);
+        assert!(close(flat.factor(&["encoder".into(), "x".into()]), 1.0));
+        assert!(close(
+            LrScales::uniform().factor(&["classifier".into()]),
+            1.0
+        ));
+    }
 }

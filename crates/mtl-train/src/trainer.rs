@@ -96,8 +96,13 @@ pub enum ProgressMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Passes over the training data.
+    /// Passes over the training data (at least; see `min_steps`).
     pub epochs: usize,
+    /// Train for at least this many optimizer steps: a corpus too small to give them in
+    /// `epochs` passes gets more epochs (the learning-rate schedule spans them all). A recipe
+    /// tuned on one corpus then transfers to smaller ones, which need more passes over their
+    /// data; `patience` stops those that need fewer. `None`: exactly `epochs`.
+    pub min_steps: Option<u64>,
     /// Training batch size.
     pub batch_size: usize,
     /// Evaluation batch size.
@@ -152,6 +157,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             epochs: 10,
+            min_steps: None,
             batch_size: 32,
             eval_batch_size: 128,
             learning_rate: 5e-4,
@@ -178,6 +184,15 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Epochs to train with `batches_per_epoch` steps each: `epochs`, or more to reach
+    /// `min_steps`.
+    pub fn epochs_for(&self, batches_per_epoch: u64) -> usize {
+        let needed = self
+            .min_steps
+            .map_or(0, |m| m.div_ceil(batches_per_epoch.max(1)) as usize);
+        self.epochs.max(needed)
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |option, message: &str| {
             Err(Error::Option {
@@ -593,13 +608,21 @@ fn run_epochs(
     };
     let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
     let batches_per_epoch = lengths.len().div_ceil(config.batch_size) as u64;
-    let total_steps = batches_per_epoch * config.epochs as u64;
+    let epochs = config.epochs_for(batches_per_epoch);
+    if epochs > config.epochs {
+        eprintln!(
+            "{epochs} epochs instead of {}: min_steps {} at {batches_per_epoch} steps per epoch",
+            config.epochs,
+            config.min_steps.unwrap_or(0)
+        );
+    }
+    let total_steps = batches_per_epoch * epochs as u64;
     let warmup_steps = config.warmup_ratio.map_or(config.warmup_steps, |r| {
         (r * total_steps as f64).round() as u64
     });
     let mut stopped_early = false;
 
-    for epoch in state.epochs_done + 1..=config.epochs {
+    for epoch in state.epochs_done + 1..=epochs {
         let started = Instant::now();
         // Every epoch has its own seed: a resumed run replays exactly what an unbroken one does.
         let epoch_seed = config
@@ -616,16 +639,12 @@ fn run_epochs(
             Some(&mut rng),
             config.bucketing,
         );
-        let progress = Progress::new(config.progress, plan.len() as u64, epoch, config.epochs);
+        let progress = Progress::new(config.progress, plan.len() as u64, epoch, epochs);
         let (mut sum, mut n) = (0.0f64, 0u64);
         let mut task_sums = [(0.0f64, 0u64); 2];
         let mut steps_per_task = [0u64; 3];
-        let mut lr = linear_warmup_decay(
-            config.learning_rate,
-            state.step,
-            warmup_steps,
-            total_steps,
-        );
+        let mut lr =
+            linear_warmup_decay(config.learning_rate, state.step, warmup_steps, total_steps);
         for indices in plan {
             let items: Vec<&Encoded> = indices.iter().map(|&i| &encoded[i]).collect();
             let available = [
@@ -703,15 +722,9 @@ fn run_epochs(
                     + parts[1].unwrap_or(0.0) as f64 * w.ner * parts[1].is_some() as u8 as f64;
             sum += total;
             n += 1;
-            lr = linear_warmup_decay(
-                config.learning_rate,
-                state.step,
-                warmup_steps,
-                total_steps,
-            );
+            lr = linear_warmup_decay(config.learning_rate, state.step, warmup_steps, total_steps);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let (next, _) =
-                optimizer.step_scaled(lr, model, grads, config.max_grad_norm, &scales);
+            let (next, _) = optimizer.step_scaled(lr, model, grads, config.max_grad_norm, &scales);
             model = next;
             state.step += 1;
             progress.step(sum / n as f64, lr);
@@ -756,7 +769,7 @@ fn run_epochs(
             seconds: started.elapsed().as_secs_f64(),
             valid: report,
         };
-        progress.finish(&epoch_line(&record, config.epochs));
+        progress.finish(&epoch_line(&record, epochs));
         let improved = match (score, state.best_score) {
             (Some(s), Some(best)) => s > best,
             (Some(_), None) => true,
@@ -775,7 +788,7 @@ fn run_epochs(
         }
         if let Some(patience) = config.patience
             && state.bad_epochs >= patience
-            && epoch < config.epochs
+            && epoch < epochs
         {
             eprintln!("early stopping: no improvement in {patience} epochs");
             stopped_early = true;
@@ -889,5 +902,113 @@ mod tests {
             };
             assert!(config.validate().is_err(), "{p}");
         }
+    }
+
+    #[test]
+    fn fine_tuning_options_outside_their_range_are_refused() {
+        let cases = [
+            TrainConfig {
+                head_learning_rate: Some(0.0),
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                layer_lr_decay: Some(1.5),
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                layer_lr_decay: Some(0.0),
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                warmup_ratio: Some(1.0),
+                ..TrainConfig::default()
+            },
+        ];
+        for config in cases {
+            assert!(
+                matches!(config.validate(), Err(Error::Option { .. })),
+                "{config:?}"
+            );
+        }
+    }
+
+    /// Frozen embeddings get no gradient (so AdamW skips them); every other parameter does.
+    #[test]
+    fn frozen_embeddings_get_no_gradient() {
+        use burn::optim::GradientsParams;
+        use burn::tensor::{Bool, Int, TensorData};
+        use mtl_model::{MultitaskConfig, PositionalEncoding};
+        let device = Device::flex().autodiff();
+        let mut config = MultitaskConfig::new(20, 3, 4)
+            .with_d_model(8)
+            .with_nhead(2)
+            .with_num_encoder_layers(1)
+            .with_dim_feedforward(16)
+            .with_positional_encoding(PositionalEncoding::Learned);
+        config.type_vocab_size = 2;
+        config.embedding_norm = true;
+        let model = MultitaskTransformer::new(&config, &device)
+            .expect("model")
+            .train();
+        let model = freeze_embeddings(model);
+        let tokens =
+            Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 4, 5, 6], [2, 2]), &device);
+        let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![false; 4], [2, 2]), &device);
+        let out = model.forward_joint(tokens, mask);
+        let loss = out.classification.sum() + out.ner.sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let SharedEncoder::Transformer(encoder) = &model.encoder;
+        assert!(grads.get::<2>(encoder.token_embedding.weight.id).is_none());
+        let positions = encoder.position_embedding.as_ref().expect("learned");
+        assert!(grads.get::<2>(positions.weight.id).is_none());
+        let types = encoder.token_type_embedding.as_ref().expect("types");
+        assert!(grads.get::<2>(types.weight.id).is_none());
+        let norm = encoder.embedding_norm.as_ref().expect("norm");
+        assert!(
+            grads.get::<1>(norm.gamma.id).is_some(),
+            "the embedding LayerNorm trains"
+        );
+        assert!(grads.get::<2>(encoder.layers[0].qkv.weight.id).is_some());
+        assert!(grads.get::<2>(model.classifier.weight.id).is_some());
+    }
+
+    #[test]
+    fn a_tokenizer_larger_than_the_embedding_table_is_refused() {
+        use mtl_data::{TextEncoder, WordVocab, WordVocabConfig};
+        let words: Vec<Example> = (0..30)
+            .map(|i| Example::from_text(&format!("w{i}")))
+            .collect();
+        let vocab = WordVocab::build(&words, &WordVocabConfig::default());
+        let encoder = Encoder::build(&words, TextEncoder::Word(vocab), 8).expect("encoder");
+        let config = mtl_model::MultitaskConfig::new(10, 2, 2)
+            .with_d_model(8)
+            .with_nhead(2)
+            .with_num_encoder_layers(1)
+            .with_dim_feedforward(8);
+        let model = MultitaskTransformer::new(&config, &Device::flex()).expect("model");
+        let err = check_chars(&model, &encoder).expect_err("must be refused");
+        assert!(
+            matches!(err, Error::VocabMismatch { tokenizer, model: 10 } if tokenizer > 30),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn min_steps_adds_epochs_for_small_corpora_only() {
+        let config = TrainConfig {
+            epochs: 4,
+            min_steps: Some(1600),
+            ..TrainConfig::default()
+        };
+        // SNIPS at batch 32: 409 steps an epoch, 4 epochs are enough.
+        assert_eq!(config.epochs_for(409), 4);
+        // A third of it: 137 steps an epoch, 12 epochs reach 1600 steps.
+        assert_eq!(config.epochs_for(137), 12);
+        assert_eq!(config.epochs_for(0), 1600);
+        let plain = TrainConfig {
+            epochs: 4,
+            ..TrainConfig::default()
+        };
+        assert_eq!(plain.epochs_for(10), 4);
     }
 }

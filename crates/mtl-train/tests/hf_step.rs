@@ -54,7 +54,12 @@ fn int2(rows: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(flat, [b, s]), device)
 }
 
-fn set_head(linear: &mut burn::nn::Linear, heads: &HashMap<String, (Vec<usize>, Vec<f32>)>, name: &str, device: &Device) {
+fn set_head(
+    linear: &mut burn::nn::Linear,
+    heads: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    name: &str,
+    device: &Device,
+) {
     let (shape, w) = &heads[&format!("{name}.weight")];
     let (_, b) = &heads[&format!("{name}.bias")];
     let w = Tensor::<2>::from_data(TensorData::new(w.clone(), [shape[0], shape[1]]), device);
@@ -87,7 +92,12 @@ fn one_fine_tuning_step_matches_pytorch() {
     let model = model.valid().to_device(&ad).train();
     let tokens = int2(&step.input_ids, &ad);
     let [b, s] = tokens.dims();
-    let mask: Vec<bool> = step.attention_mask.iter().flatten().map(|&m| m == 0).collect();
+    let mask: Vec<bool> = step
+        .attention_mask
+        .iter()
+        .flatten()
+        .map(|&m| m == 0)
+        .collect();
     let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [b, s]), &ad);
     let SharedEncoder::Transformer(encoder) = &model.encoder;
     let hidden = encoder.forward_typed(
@@ -99,7 +109,8 @@ fn one_fine_tuning_step_matches_pytorch() {
     let cls = model.classification_head(hidden.clone(), mask.clone());
     let ner = model.ner_head(hidden, mask);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(step.labels.clone(), [b]), &ad);
-    let loss = cross_entropy(cls, labels).mean + token_cross_entropy(ner, int2(&step.tags, &ad)).mean;
+    let loss =
+        cross_entropy(cls, labels).mean + token_cross_entropy(ner, int2(&step.tags, &ad)).mean;
     let value = loss.clone().into_scalar::<f32>();
     assert!(
         (value - step.loss).abs() < 1e-5,
@@ -128,8 +139,15 @@ fn one_fine_tuning_step_matches_pytorch() {
     let got = hf::hf_tensors(&as_grads).expect("tensors");
     assert_eq!(got.len(), want_grads.len(), "every gradient compared");
     let mut worst = (0.0f32, String::new());
-    for (name, shape, values) in got {
-        let (want_shape, want) = want_grads.get(&name).unwrap_or_else(|| panic!("{name} missing"));
+    for hf::NamedTensor {
+        name,
+        shape,
+        values,
+    } in got
+    {
+        let (want_shape, want) = want_grads
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(&shape, want_shape, "{name}");
         for (x, y) in values.iter().zip(want) {
             if (x - y).abs() > worst.0 {
@@ -138,7 +156,12 @@ fn one_fine_tuning_step_matches_pytorch() {
         }
     }
     eprintln!("largest gradient difference: {:e} ({})", worst.0, worst.1);
-    assert!(worst.0 < 1e-5, "gradient of {} differs by {}", worst.1, worst.0);
+    assert!(
+        worst.0 < 1e-5,
+        "gradient of {} differs by {}",
+        worst.1,
+        worst.0
+    );
 
     let mut opt = AdamW::new(AdamWConfig {
         weight_decay: 0.01,
@@ -148,12 +171,19 @@ fn one_fine_tuning_step_matches_pytorch() {
     let model = model.valid();
 
     let mut want = read_tensors(&dir.join("bert_step/updated.safetensors"));
-    want.extend(read_tensors(&dir.join("bert_step/heads_updated.safetensors")));
+    want.extend(read_tensors(
+        &dir.join("bert_step/heads_updated.safetensors"),
+    ));
     rename_heads(&mut want);
     let got = hf::hf_tensors(&model).expect("tensors");
     assert_eq!(got.len(), want.len(), "every parameter compared");
     let mut worst = (0.0f32, String::new());
-    for (name, shape, values) in got {
+    for hf::NamedTensor {
+        name,
+        shape,
+        values,
+    } in got
+    {
         let (want_shape, want_values) = want.get(&name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(&shape, want_shape, "{name}");
         // The key bias has no true gradient (a constant added to every score of a query
@@ -170,7 +200,10 @@ fn one_fine_tuning_step_matches_pytorch() {
             }
         }
     }
-    eprintln!("largest difference after one step: {:e} ({})", worst.0, worst.1);
+    eprintln!(
+        "largest difference after one step: {:e} ({})",
+        worst.0, worst.1
+    );
     assert!(worst.0 < 1e-5, "{} differs by {}", worst.1, worst.0);
 }
 
