@@ -962,39 +962,60 @@ pub fn save_encoder(model: &MultitaskTransformer, dir: &Path) -> Result<()> {
         path: config_path.clone(),
         source,
     })?;
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(
-            |NamedTensor {
-                 name,
-                 shape,
-                 values,
-             }| {
-                let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (name, shape, raw)
-            },
-        )
-        .collect();
     let path = dir.join(HF_SAFETENSORS_FILE);
-    let write_err = |message: String| PretrainedError::Write {
+    let serialized = to_safetensors(&tensors).map_err(|message| PretrainedError::Write {
         path: path.clone(),
         message,
-    };
-    let views = bytes
-        .iter()
-        .map(|(name, shape, raw)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| write_err(e.to_string()))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert("format".to_string(), "pt".to_string());
-    let serialized =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| write_err(e.to_string()))?;
+    })?;
     crate::io::write_atomic(&path, &serialized).map_err(|source| Error::Io {
         path: path.clone(),
         source,
     })?;
     Ok(())
+}
+
+/// F32 tensors as a safetensors file (metadata `format = pt`, as transformers writes).
+///
+/// # Errors
+/// A shape that does not match the number of values, as the safetensors crate reports it.
+pub fn to_safetensors(tensors: &[NamedTensor]) -> std::result::Result<Vec<u8>, String> {
+    let raw: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&raw)
+        .map(|(t, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
+                .map(|view| (t.name.clone(), view))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// The F32 tensors of a safetensors file's bytes, in file order (tensors of other dtypes,
+/// such as `position_ids`, are left out); the inverse of [`to_safetensors`].
+///
+/// # Errors
+/// Bytes that are not a safetensors file.
+pub fn from_safetensors(bytes: &[u8]) -> std::result::Result<Vec<NamedTensor>, String> {
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    Ok(file
+        .tensors()
+        .into_iter()
+        .filter(|(_, t)| t.dtype() == safetensors::Dtype::F32)
+        .map(|(name, t)| NamedTensor {
+            name,
+            shape: t.shape().to_vec(),
+            values: t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        })
+        .collect())
 }

@@ -258,48 +258,9 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 /// Rewrites `dir/model.safetensors` through `edit` on its (name, shape, f32 values).
 fn edit_weights(dir: &Path, edit: impl FnOnce(&mut Vec<hf::NamedTensor>)) {
     let path = dir.join("model.safetensors");
-    let bytes = fs::read(&path).expect("weights");
-    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let mut tensors: Vec<hf::NamedTensor> = file
-        .tensors()
-        .into_iter()
-        .filter(|(_, t)| t.dtype() == safetensors::Dtype::F32)
-        .map(|(name, t)| {
-            let values = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            hf::NamedTensor {
-                name,
-                shape: t.shape().to_vec(),
-                values,
-            }
-        })
-        .collect();
+    let mut tensors = hf::from_safetensors(&fs::read(&path).expect("weights")).expect("parses");
     edit(&mut tensors);
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|t| {
-            let bytes = t.values.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (t.name, t.shape, bytes)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = raw
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .expect("view"),
-            )
-        })
-        .collect();
-    fs::write(
-        &path,
-        safetensors::serialize(views, None).expect("serialize"),
-    )
-    .expect("write");
+    fs::write(&path, hf::to_safetensors(&tensors).expect("serializes")).expect("write");
 }
 
 fn import_err(dir: &Path) -> PretrainedError {

@@ -33,19 +33,35 @@ struct Step {
 
 /// `name -> (shape, values)` of a safetensors file of F32 tensors.
 fn read_tensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = fs::read(path).expect("fixture");
-    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    file.tensors()
+    hf::from_safetensors(&fs::read(path).expect("fixture"))
+        .expect("safetensors")
         .into_iter()
-        .map(|(name, t)| {
-            let values = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (name, (t.shape().to_vec(), values))
-        })
+        .map(|t| (t.name, (t.shape, t.values)))
         .collect()
+}
+
+/// The largest difference between `got` and `want` (by name, same shapes, every tensor
+/// compared), less `slack(name)`, and where it is.
+fn worst_difference(
+    got: Vec<hf::NamedTensor>,
+    want: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    slack: impl Fn(&str) -> f32,
+) -> (f32, String) {
+    assert_eq!(got.len(), want.len(), "every tensor compared");
+    let mut worst = (0.0f32, String::new());
+    for t in got {
+        let (shape, values) = want
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("{} missing", t.name));
+        assert_eq!(&t.shape, shape, "{}", t.name);
+        let slack = slack(&t.name);
+        for (x, y) in t.values.iter().zip(values) {
+            if (x - y).abs() - slack > worst.0 {
+                worst = ((x - y).abs() - slack, t.name.clone());
+            }
+        }
+    }
+    worst
 }
 
 fn int2(rows: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
@@ -136,25 +152,11 @@ fn one_fine_tuning_step_matches_pytorch() {
     let as_grads = model.clone().map(&mut ToGrad(&grads)).valid();
     let mut want_grads = read_tensors(&dir.join("bert_step/grads.safetensors"));
     rename_heads(&mut want_grads);
-    let got = hf::hf_tensors(&as_grads).expect("tensors");
-    assert_eq!(got.len(), want_grads.len(), "every gradient compared");
-    let mut worst = (0.0f32, String::new());
-    for hf::NamedTensor {
-        name,
-        shape,
-        values,
-    } in got
-    {
-        let (want_shape, want) = want_grads
-            .get(&name)
-            .unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!(&shape, want_shape, "{name}");
-        for (x, y) in values.iter().zip(want) {
-            if (x - y).abs() > worst.0 {
-                worst = ((x - y).abs(), name.clone());
-            }
-        }
-    }
+    let worst = worst_difference(
+        hf::hf_tensors(&as_grads).expect("tensors"),
+        &want_grads,
+        |_| 0.0,
+    );
     eprintln!("largest gradient difference: {:e} ({})", worst.0, worst.1);
     assert!(
         worst.0 < 1e-5,
@@ -175,31 +177,16 @@ fn one_fine_tuning_step_matches_pytorch() {
         &dir.join("bert_step/heads_updated.safetensors"),
     ));
     rename_heads(&mut want);
-    let got = hf::hf_tensors(&model).expect("tensors");
-    assert_eq!(got.len(), want.len(), "every parameter compared");
-    let mut worst = (0.0f32, String::new());
-    for hf::NamedTensor {
-        name,
-        shape,
-        values,
-    } in got
-    {
-        let (want_shape, want_values) = want.get(&name).unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!(&shape, want_shape, "{name}");
-        // The key bias has no true gradient (a constant added to every score of a query
-        // leaves its softmax unchanged): both sides hold rounding noise near AdamW's eps, and
-        // the first step moves each value by an arbitrary fraction of lr. Held to lr.
-        let slack = if name.ends_with("attention.self.key.bias") {
+    // The key bias has no true gradient (a constant added to every score of a query leaves
+    // its softmax unchanged): both sides hold rounding noise near AdamW's eps, and the first
+    // step moves each value by an arbitrary fraction of lr. Held to lr.
+    let worst = worst_difference(hf::hf_tensors(&model).expect("tensors"), &want, |name| {
+        if name.ends_with("attention.self.key.bias") {
             1e-3
         } else {
             0.0
-        };
-        for (x, y) in values.iter().zip(want_values) {
-            if (x - y).abs() - slack > worst.0 {
-                worst = ((x - y).abs() - slack, name.clone());
-            }
         }
-    }
+    });
     eprintln!(
         "largest difference after one step: {:e} ({})",
         worst.0, worst.1
