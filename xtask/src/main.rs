@@ -54,6 +54,13 @@ Commands:
                                [--config small|seed|all] [--steps N] [--vs-torch PYTHON]
            --vs-torch also runs the PyTorch reference with that interpreter, on the same
            machine in the same run, and prints the ratios (ours / PyTorch).
+           Fine-tuning and inference of a pretrained HuggingFace encoder instead, on the
+           workload of ../shared/bench/hf_ref.py (its sentences from SPLIT/seq.in):
+             cargo xtask bench --pretrained DIR [--data SPLIT] [--freeze-embeddings]
+                               [--device ..] [--threads N] [--steps N] [--vs-torch PYTHON]
+           SPLIT defaults to ../shared/data/snips/train; --vs-torch then runs hf_ref.py
+           (needs torch and transformers); --freeze-embeddings keeps our embedding tables
+           fixed (the reference trains them all).
   setup-libtorch
            Install PyTorch 2.9.0 (what burn-tch 0.22.1 links) from PyPI into a virtual
            environment, or reuse the one there, and print the environment that builds
@@ -444,15 +451,24 @@ fn eval(args: &[String]) -> Result<()> {
     cmd.args(&opts.trailing).run(opts.dry_run)
 }
 
+/// The shared reference scripts, relative to the workspace root.
+const TORCH_REF: &str = "../shared/bench/torch_ref.py";
+const HF_REF: &str = "../shared/bench/hf_ref.py";
+/// The split `bench --pretrained` reads sentences from unless `--data` says otherwise.
+const DEFAULT_BENCH_DATA: &str = "../shared/data/snips/train";
+
 fn bench(args: &[String]) -> Result<()> {
     let (mut device, mut threads, mut config, mut steps) = (
         "cpu".to_string(),
         "2".to_string(),
-        "all".to_string(),
+        None::<String>,
         "10".to_string(),
     );
     let mut features: Vec<String> = Vec::new();
     let mut python: Option<String> = None;
+    let mut pretrained: Option<String> = None;
+    let mut data: Option<String> = None;
+    let mut freeze_embeddings = false;
     let mut dry_run = false;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -464,16 +480,26 @@ fn bench(args: &[String]) -> Result<()> {
         match arg.as_str() {
             "--device" => device = value()?,
             "--threads" => threads = value()?,
-            "--config" => config = value()?,
+            "--config" => config = Some(value()?),
             "--steps" => steps = value()?,
             "--features" | "-F" => features.push(value()?),
             "--vs-torch" => python = Some(value()?),
+            "--pretrained" => pretrained = Some(value()?),
+            "--data" => data = Some(value()?),
+            "--freeze-embeddings" => freeze_embeddings = true,
             "--dry-run" => dry_run = true,
             other => bail!(
                 "unexpected argument `{other}` for `cargo xtask bench` (see `cargo xtask help`)"
             ),
         }
     }
+    if pretrained.is_some() && config.is_some() {
+        bail!("`--config` and `--pretrained` name different workloads: give one");
+    }
+    if pretrained.is_none() && (data.is_some() || freeze_embeddings) {
+        bail!("`--data` and `--freeze-embeddings` go with `--pretrained`");
+    }
+    let config = config.unwrap_or_else(|| "all".to_string());
     let configs: Vec<&str> = match config.as_str() {
         "all" => vec!["small", "seed"],
         "small" | "seed" => vec![config.as_str()],
@@ -481,25 +507,65 @@ fn bench(args: &[String]) -> Result<()> {
     };
     let root = workspace_root();
     let torch = libtorch::env_for(&root, &features)?;
-    let mut build = Cargo::new(["build", "--release", "-p", "mtl-bench"]);
-    if !features.is_empty() {
-        build = build.args(["--features", &features.join(",")]);
+    // The whole workspace, as `ci` builds it: `-p mtl-bench` alone unifies Burn's features
+    // differently and compiles Burn a second time.
+    let mut build = Cargo::new(["build", "--release", "--workspace"]);
+    if let Some(list) = bench_features(&features) {
+        build = build.args(["--features", &list]);
     }
     build.with_libtorch(torch.as_ref()).run(dry_run)?;
     let exe = root.join("target/release/mtl-bench");
-    for c in configs {
-        let mut ours = Command::new(&exe);
-        ours.args(["--config", c, "--device", &device, "--steps", &steps])
+    let ours_cmd = |extra: &[&str]| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(extra)
+            .args(["--device", &device, "--steps", &steps])
             .env("RAYON_NUM_THREADS", &threads);
         if let Some(torch) = &torch {
-            torch.apply(&mut ours);
+            torch.apply(&mut cmd);
         }
-        let ours = run_capture(&mut ours, dry_run)?;
+        cmd
+    };
+
+    if let Some(dir) = &pretrained {
+        let data = data.as_deref().unwrap_or(DEFAULT_BENCH_DATA);
+        let mut extra = vec!["--pretrained", dir, "--data", data];
+        if freeze_embeddings {
+            extra.push("--freeze-embeddings");
+        }
+        let ours = run_capture(&mut ours_cmd(&extra), dry_run)?;
         println!("{ours}");
         if let Some(py) = &python {
-            let script = root.join("../shared/bench/torch_ref.py");
+            // As both sides name the configuration: the checkpoint directory's own name.
+            let name = Path::new(dir)
+                .file_name()
+                .map_or_else(|| dir.clone(), |n| n.to_string_lossy().into_owned());
             let theirs = run_capture(
-                Command::new(py).arg(&script).args([
+                Command::new(py).arg(root.join(HF_REF)).args([
+                    "--model",
+                    dir,
+                    "--data",
+                    data,
+                    "--threads",
+                    &threads,
+                    "--steps",
+                    &steps,
+                ]),
+                dry_run,
+            )?;
+            println!("{theirs}");
+            println!(
+                "{}",
+                ratio_line(&ours, &theirs, &format!("pretrained:{name}"))
+            );
+        }
+        return Ok(());
+    }
+    for c in configs {
+        let ours = run_capture(&mut ours_cmd(&["--config", c]), dry_run)?;
+        println!("{ours}");
+        if let Some(py) = &python {
+            let theirs = run_capture(
+                Command::new(py).arg(root.join(TORCH_REF)).args([
                     "--config",
                     c,
                     "--threads",
@@ -510,19 +576,43 @@ fn bench(args: &[String]) -> Result<()> {
                 dry_run,
             )?;
             println!("{theirs}");
-            let ratio = |key: &str| -> Option<f64> {
-                Some(json_number(&ours, key)? / json_number(&theirs, key)?)
-            };
-            let fmt = |x: Option<f64>| x.map_or("null".to_string(), |v| format!("{v:.3}"));
-            println!(
-                "{{\"ratio\": \"mtl / pytorch\", \"config\": \"{c}\", \"train_sent_per_s\": {}, \"infer_sent_per_s\": {}, \"peak_rss_mib\": {}}}",
-                fmt(ratio("train_sent_per_s")),
-                fmt(ratio("infer_sent_per_s")),
-                fmt(ratio("peak_rss_mib"))
-            );
+            println!("{}", ratio_line(&ours, &theirs, c));
         }
     }
     Ok(())
+}
+
+/// `--features` for a workspace build of the bench: bare names are mtl-bench's own features
+/// (`tch` -> `mtl-bench/tch`), `crate/feature` names pass as given.
+fn bench_features(features: &[String]) -> Option<String> {
+    let list: Vec<String> = features
+        .iter()
+        .flat_map(|f| f.split(','))
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            if f.contains('/') {
+                f.to_string()
+            } else {
+                format!("mtl-bench/{f}")
+            }
+        })
+        .collect();
+    (!list.is_empty()).then(|| list.join(","))
+}
+
+/// The one-line JSON of ratios ours / PyTorch's for a pair of bench lines.
+fn ratio_line(ours: &str, theirs: &str, config: &str) -> String {
+    let ratio =
+        |key: &str| -> Option<f64> { Some(json_number(ours, key)? / json_number(theirs, key)?) };
+    let fmt = |x: Option<f64>| x.map_or("null".to_string(), |v| format!("{v:.3}"));
+    format!(
+        "{{\"ratio\": \"mtl / pytorch\", \"config\": \"{}\", \"train_sent_per_s\": {}, \"infer_sent_per_s\": {}, \"peak_rss_mib\": {}}}",
+        config.replace('\\', "\\\\").replace('"', "\\\""),
+        fmt(ratio("train_sent_per_s")),
+        fmt(ratio("infer_sent_per_s")),
+        fmt(ratio("peak_rss_mib"))
+    )
 }
 
 /// Runs a command (printed first), returning its stdout's last non-empty line.
@@ -801,6 +891,26 @@ mod tests {
         assert!(has_flag(&args, "--split"));
         assert!(!has_flag(&args, "--data"));
         assert!(!has_flag(&strings(&["--models"]), "--model"));
+    }
+
+    #[test]
+    fn bench_features_name_the_bench_crate() {
+        let f = |s: &[&str]| strings(s);
+        assert_eq!(bench_features(&f(&[])), None);
+        assert_eq!(
+            bench_features(&f(&["tch,wgpu", "mtl/wgpu"])).as_deref(),
+            Some("mtl-bench/tch,mtl-bench/wgpu,mtl/wgpu")
+        );
+    }
+
+    #[test]
+    fn ratio_lines_divide_ours_by_theirs() {
+        let ours = r#"{"train_sent_per_s": 30, "infer_sent_per_s": 100, "peak_rss_mib": 500}"#;
+        let theirs = r#"{"train_sent_per_s": 20, "infer_sent_per_s": 50, "peak_rss_mib": null}"#;
+        assert_eq!(
+            ratio_line(ours, theirs, "small"),
+            r#"{"ratio": "mtl / pytorch", "config": "small", "train_sent_per_s": 1.500, "infer_sent_per_s": 2.000, "peak_rss_mib": null}"#
+        );
     }
 
     #[test]

@@ -1,20 +1,36 @@
 //! `mtl-bench --config small|seed [--batch 32] [--seq 64] [--steps 10] [--warmup 2] [--device cpu]
 //! [--skip-train]`
+//! `mtl-bench --pretrained DIR --data SPLIT_DIR [--batch 32] [--batches 4] [--classes 7]
+//! [--tags 72] [--freeze-embeddings] [--steps 10] [--warmup 2] [--device cpu] [--skip-train]`
 //!
 //! The workload of `shared/bench/torch_ref.py`, through mtl's own model, loss and optimizer:
 //! vocabulary 1000, 3 classes, 5 tags, random token ids with lengths uniform in `seq/2..=seq`
 //! padded to `seq`; a training step is one task's forward (alternating classification / NER),
 //! the masked loss, backward and an AdamW step; inference is one encoder pass feeding both heads.
 //! Median of `steps` timings after `warmup` steps. Prints one JSON line with the reference's keys.
+//!
+//! With `--pretrained`, the workload of `shared/bench/hf_ref.py` instead: a HuggingFace
+//! checkpoint directory (config.json, weights, tokenizer.json) imported into the multitask model
+//! (first-token pooling, `classes` classes, `tags` tags), the first `batch * batches` sentences
+//! of `SPLIT_DIR/seq.in` tokenised once (first sub-token tagged, padded to the longest of each
+//! batch, at most 128 tokens), random labels and tags from a fixed seed; a training step is one
+//! joint forward feeding both heads, the sum of both losses, backward and AdamW (lr 5e-5, weight
+//! decay 0.01); inference as above. The JSON line also splits the training step into its
+//! forward (with the loss), backward and optimizer parts (medians of each).
+//!
 //! Thread count: `RAYON_NUM_THREADS` (set by `cargo xtask bench --threads N`).
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use mtl::model::{MultitaskConfig, MultitaskTransformer, PackedInput, PackedModel};
+use mtl::data::{Encoded, Encoder, Example, MultitaskBatcher, TextEncoder};
+use mtl::model::{
+    MultitaskConfig, MultitaskTransformer, PackedInput, PackedModel, Pooling, SharedEncoder,
+};
 use mtl::train::loss::{IGNORE_INDEX, cross_entropy, token_cross_entropy};
 use mtl::train::optim::{AdamW, AdamWConfig};
 use rand::rngs::StdRng;
@@ -35,6 +51,16 @@ struct Args {
     device: String,
     /// Inference only (for profiling); the training keys are then null.
     skip_train: bool,
+    /// A HuggingFace checkpoint directory: the workload of `hf_ref.py` instead of `config`.
+    pretrained: Option<PathBuf>,
+    /// The JointBERT split whose `seq.in` feeds the pretrained workload.
+    data: Option<PathBuf>,
+    /// Distinct batches of the pretrained workload.
+    batches: usize,
+    classes: usize,
+    tags: usize,
+    /// Keep the token, position and token-type embeddings fixed (as `freeze_embeddings`).
+    freeze_embeddings: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -46,6 +72,12 @@ fn parse_args() -> Result<Args> {
         warmup: 2,
         device: "cpu".into(),
         skip_train: false,
+        pretrained: None,
+        data: None,
+        batches: 4,
+        classes: 7,
+        tags: 72,
+        freeze_embeddings: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +90,12 @@ fn parse_args() -> Result<Args> {
             "--warmup" => a.warmup = value()?.parse()?,
             "--device" => a.device = value()?,
             "--skip-train" => a.skip_train = true,
+            "--pretrained" => a.pretrained = Some(value()?.into()),
+            "--data" => a.data = Some(value()?.into()),
+            "--batches" => a.batches = value()?.parse()?,
+            "--classes" => a.classes = value()?.parse()?,
+            "--tags" => a.tags = value()?.parse()?,
+            "--freeze-embeddings" => a.freeze_embeddings = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -130,9 +168,23 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    (x * 10f64.powi(digits)).round() / 10f64.powi(digits)
+}
+
 fn main() -> Result<()> {
     mtl::alloc::keep_freed_memory();
     let a = parse_args()?;
+    if let Some(dir) = &a.pretrained {
+        return pretrained(&a, dir);
+    }
     let (d_model, nhead, layers, ff) = match a.config.as_str() {
         "small" => (128, 4, 2, 512),
         "seed" => (512, 8, 6, 2048),
@@ -217,11 +269,7 @@ fn main() -> Result<()> {
     }
     let train = median(train_times);
     let infer = median(infer_times).context("no inference steps")?;
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|t| t.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let threads = threads();
     println!(
         "{}",
         serde_json::json!({
@@ -233,6 +281,184 @@ fn main() -> Result<()> {
             "peak_rss_mib": round(peak_rss_mib(), 1),
             "infer_path": if packed.is_some() { "packed" } else { "burn" },
             "infer_burn_sent_per_s": round(a.batch as f64 / burn_infer, 1),
+        })
+    );
+    Ok(())
+}
+
+/// Stops gradients of the encoder's embedding tables, as mtl-train's trainer does with
+/// `freeze_embeddings`.
+fn freeze_embeddings(mut model: MultitaskTransformer) -> MultitaskTransformer {
+    let SharedEncoder::Transformer(encoder) = &mut model.encoder;
+    encoder.token_embedding = encoder.token_embedding.clone().no_grad();
+    encoder.position_embedding = encoder.position_embedding.take().map(Module::no_grad);
+    encoder.token_type_embedding = encoder.token_type_embedding.take().map(Module::no_grad);
+    model
+}
+
+/// The first `need` sentences of `SPLIT_DIR/seq.in`, encoded, with random sentence labels and
+/// a random tag on each word's first sub-token (as `hf_ref.py` draws them).
+fn pretrained_items(a: &Args, encoder: &Encoder, data: &Path, need: usize) -> Result<Vec<Encoded>> {
+    let path = data.join("seq.in");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() < need {
+        bail!(
+            "{} has {} sentences, {need} needed",
+            path.display(),
+            lines.len()
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut items = Vec::with_capacity(need);
+    for (i, line) in lines[..need].iter().enumerate() {
+        let (mut e, _, _) = encoder
+            .encode(&Example::from_text(line))
+            .with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        let mut prev = None;
+        for (target, &word) in e.tag_targets.iter_mut().zip(&e.word_ids) {
+            if word.is_some() && word != prev {
+                *target = rng.random_range(0..a.tags as i64);
+            }
+            prev = word;
+        }
+        e.label_target = rng.random_range(0..a.classes as i64);
+        e.has_label = true;
+        e.has_tags = true;
+        items.push(e);
+    }
+    Ok(items)
+}
+
+/// The workload of `shared/bench/hf_ref.py` (see the module documentation).
+fn pretrained(a: &Args, dir: &Path) -> Result<()> {
+    let data = a
+        .data
+        .as_deref()
+        .context("--pretrained needs --data SPLIT_DIR (a directory holding seq.in)")?;
+    if a.batch == 0 || a.batches == 0 {
+        bail!("--batch and --batches must be positive");
+    }
+    let device = mtl::device::parse(&a.device)?;
+    device.seed(0);
+    let (model, report) =
+        mtl::model::hf::from_pretrained(dir, a.classes, a.tags, Pooling::First, &device)
+            .with_context(|| format!("cannot import {}", dir.display()))?;
+    eprintln!(
+        "imported {} tensors from {} ({} unused)",
+        report.used.len(),
+        report.path.display(),
+        report.unused.len()
+    );
+    let text = TextEncoder::from_tokenizer_file(&dir.join("tokenizer.json"))?;
+    let encoder = Encoder::build(&[], text, 128)?;
+    let need = a.batch * a.batches;
+    let items = pretrained_items(a, &encoder, data, need)?;
+    let tokens: usize = items.iter().map(Encoded::len).sum();
+    let params = model.num_params();
+
+    let ad = device.clone().autodiff();
+    let batcher = MultitaskBatcher::for_encoder(&encoder);
+    let batches: Vec<_> = items
+        .chunks(a.batch)
+        .map(|chunk| batcher.batch(&chunk.iter().collect::<Vec<_>>(), &ad))
+        .collect();
+    // As the trainer: through the plain device, so parameters are leaves under autodiff.
+    let mut model = model.valid().to_device(&ad).train();
+    if a.freeze_embeddings {
+        model = freeze_embeddings(model);
+    }
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: 0.01,
+        ..AdamWConfig::default()
+    });
+
+    let mut phases: [Vec<f64>; 4] = Default::default();
+    let train_steps = if a.skip_train { 0 } else { a.warmup + a.steps };
+    for i in 0..train_steps {
+        let b = &batches[i % batches.len()];
+        let t = Instant::now();
+        let out =
+            model.forward_joint_with(b.tokens.clone(), b.padding_mask.clone(), b.chars.clone());
+        let loss = cross_entropy(out.classification, b.label_targets.clone()).mean
+            + token_cross_entropy(out.ner, b.tag_targets.clone()).mean;
+        let forward = t.elapsed().as_secs_f64();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let backward = t.elapsed().as_secs_f64();
+        let (next, _) = opt.step(5e-5, model, grads, None);
+        model = next;
+        let _ = loss.into_scalar::<f32>();
+        let total = t.elapsed().as_secs_f64();
+        if i >= a.warmup {
+            phases[0].push(total);
+            phases[1].push(forward);
+            phases[2].push(backward - forward);
+            phases[3].push(total - backward);
+        }
+    }
+
+    let model = model.valid();
+    let packed = mtl::device::is_cpu(&a.device).then(|| PackedModel::from_model(&model));
+    let rows: Vec<&[Encoded]> = items.chunks(a.batch).collect();
+    let mut infer_times = Vec::new();
+    let mut burn_times = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let k = i % batches.len();
+        if let Some(packed) = &packed {
+            let t = Instant::now();
+            let mut input = PackedInput::new();
+            for e in rows[k] {
+                input.push(&e.ids);
+            }
+            let out = packed.forward(&input)?;
+            std::hint::black_box(&out);
+            if i >= a.warmup {
+                infer_times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let b = &batches[k];
+        let (tokens, mask) = (b.tokens.clone().inner(), b.padding_mask.clone().inner());
+        let chars = b.chars.clone().map(Tensor::inner);
+        let t = Instant::now();
+        let out = model.forward_joint_with(tokens, mask, chars);
+        let _ = out.classification.into_data();
+        let _ = out.ner.into_data();
+        if i >= a.warmup {
+            burn_times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let burn_infer = median(burn_times.clone()).context("no inference steps")?;
+    if infer_times.is_empty() {
+        infer_times = burn_times;
+    }
+    let infer = median(infer_times).context("no inference steps")?;
+    let [train, forward, backward, optim] = phases.map(median);
+    // The directory's own name, as `hf_ref.py` prints it (`.` and the like: the real one).
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            let real = dir.canonicalize().ok()?;
+            Some(real.file_name()?.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": format!("mtl-burn-0.22.1-{}", a.device), "config": format!("pretrained:{name}"),
+            "params": params, "batch": a.batch, "seq": round(tokens as f64 / need as f64, 1),
+            "threads": threads(),
+            "train_step_s": train.map(|t| round(t, 5)),
+            "train_sent_per_s": train.map(|t| round(a.batch as f64 / t, 1)),
+            "infer_step_s": round(infer, 5), "infer_sent_per_s": round(a.batch as f64 / infer, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "infer_path": if packed.is_some() { "packed" } else { "burn" },
+            "infer_burn_sent_per_s": round(a.batch as f64 / burn_infer, 1),
+            "frozen_embeddings": a.freeze_embeddings,
+            "train_forward_s": forward.map(|t| round(t, 5)),
+            "train_backward_s": backward.map(|t| round(t, 5)),
+            "train_optim_s": optim.map(|t| round(t, 5)),
         })
     );
     Ok(())
