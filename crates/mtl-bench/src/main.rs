@@ -28,9 +28,7 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use mtl::data::{Encoded, Encoder, Example, MultitaskBatcher, TextEncoder};
-use mtl::model::{
-    MultitaskConfig, MultitaskTransformer, PackedInput, PackedModel, Pooling, SharedEncoder,
-};
+use mtl::model::{MultitaskConfig, MultitaskTransformer, PackedInput, PackedModel, Pooling};
 use mtl::train::loss::{IGNORE_INDEX, cross_entropy, token_cross_entropy};
 use mtl::train::optim::{AdamW, AdamWConfig};
 use rand::rngs::StdRng;
@@ -286,16 +284,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Stops gradients of the encoder's embedding tables, as mtl-train's trainer does with
-/// `freeze_embeddings`.
-fn freeze_embeddings(mut model: MultitaskTransformer) -> MultitaskTransformer {
-    let SharedEncoder::Transformer(encoder) = &mut model.encoder;
-    encoder.token_embedding = encoder.token_embedding.clone().no_grad();
-    encoder.position_embedding = encoder.position_embedding.take().map(Module::no_grad);
-    encoder.token_type_embedding = encoder.token_type_embedding.take().map(Module::no_grad);
-    model
-}
-
 /// The first `need` sentences of `SPLIT_DIR/seq.in`, encoded, with random sentence labels and
 /// a random tag on each word's first sub-token (as `hf_ref.py` draws them).
 fn pretrained_items(a: &Args, encoder: &Encoder, data: &Path, need: usize) -> Result<Vec<Encoded>> {
@@ -367,7 +355,7 @@ fn pretrained(a: &Args, dir: &Path) -> Result<()> {
     // As the trainer: through the plain device, so parameters are leaves under autodiff.
     let mut model = model.valid().to_device(&ad).train();
     if a.freeze_embeddings {
-        model = freeze_embeddings(model);
+        model = model.freeze_embeddings();
     }
     let mut opt = AdamW::new(AdamWConfig {
         weight_decay: 0.01,

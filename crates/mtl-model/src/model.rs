@@ -149,6 +149,17 @@ impl MultitaskTransformer {
         Ok(model)
     }
 
+    /// The model with the encoder's embedding tables (token, position, token type) frozen:
+    /// on an autodiff device no gradient is computed for them, so optimizers leave them as
+    /// they are. Persistent: [`Module::train`] does not undo it.
+    pub fn freeze_embeddings(mut self) -> Self {
+        let SharedEncoder::Transformer(encoder) = &mut self.encoder;
+        encoder.token_embedding = encoder.token_embedding.clone().no_grad();
+        encoder.position_embedding = encoder.position_embedding.take().map(Module::no_grad);
+        encoder.token_type_embedding = encoder.token_type_embedding.take().map(Module::no_grad);
+        self
+    }
+
     /// The configuration of this model.
     pub fn config(&self) -> &MultitaskConfig {
         &self.config

@@ -12,7 +12,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use mtl_data::{Encoded, Encoder, Example, MultitaskBatcher, plan_batches};
-use mtl_model::{MultitaskTransformer, SharedEncoder, Task, write_atomic};
+use mtl_model::{MultitaskTransformer, Task, write_atomic};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -461,15 +461,6 @@ pub fn check_chars(model: &MultitaskTransformer, encoder: &Encoder) -> Result<()
     }
 }
 
-/// Stops gradients of the encoder's embedding tables (token, position, token type).
-fn freeze_embeddings(mut model: MultitaskTransformer) -> MultitaskTransformer {
-    let SharedEncoder::Transformer(encoder) = &mut model.encoder;
-    encoder.token_embedding = encoder.token_embedding.clone().no_grad();
-    encoder.position_embedding = encoder.position_embedding.take().map(Module::no_grad);
-    encoder.token_type_embedding = encoder.token_type_embedding.take().map(Module::no_grad);
-    model
-}
-
 /// A copy of `e` whose word tokens are each replaced by `unk` with probability `p`.
 fn word_dropout(e: &Encoded, unk: u32, p: f64, rng: &mut StdRng) -> Encoded {
     let mut out = e.clone();
@@ -582,7 +573,7 @@ fn run_epochs(
     // Through the plain device: parameters must be leaves when autodiff tracks them.
     let mut model = model.valid().to_device(&ad_device).train();
     if config.freeze_embeddings {
-        model = freeze_embeddings(model);
+        model = model.freeze_embeddings();
     }
     let scales = LrScales::new(
         config.learning_rate,
@@ -937,7 +928,7 @@ mod tests {
     fn frozen_embeddings_get_no_gradient() {
         use burn::optim::GradientsParams;
         use burn::tensor::{Bool, Int, TensorData};
-        use mtl_model::{MultitaskConfig, PositionalEncoding};
+        use mtl_model::{MultitaskConfig, PositionalEncoding, SharedEncoder};
         let device = Device::flex().autodiff();
         let mut config = MultitaskConfig::new(20, 3, 4)
             .with_d_model(8)
@@ -950,7 +941,7 @@ mod tests {
         let model = MultitaskTransformer::new(&config, &device)
             .expect("model")
             .train();
-        let model = freeze_embeddings(model);
+        let model = model.freeze_embeddings();
         let tokens =
             Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 4, 5, 6], [2, 2]), &device);
         let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![false; 4], [2, 2]), &device);

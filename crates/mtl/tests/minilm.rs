@@ -62,11 +62,20 @@ fn minilm_matches_sentence_transformers() {
     let device = Device::flex();
     let (model, report) =
         hf::from_pretrained(&dir, 1, 1, Pooling::Mean, &device).expect("imports MiniLM");
-    assert_eq!(report.used.len(), 101, "5 embedding tensors and 16 per layer");
-    assert_eq!(report.unused.len(), 3, "pooler and position_ids: {:?}", report.unused);
+    assert_eq!(
+        report.used.len(),
+        101,
+        "5 embedding tensors and 16 per layer"
+    );
+    assert_eq!(
+        report.unused.len(),
+        3,
+        "pooler and position_ids: {:?}",
+        report.unused
+    );
     let text = TextEncoder::from_tokenizer_file(&dir.join(TOKENIZER_FILE)).expect("tokenizer");
-    let encoder = Encoder::build(&[], text, fixture.max_seq_length_sentence_transformers)
-        .expect("encoder");
+    let encoder =
+        Encoder::build(&[], text, fixture.max_seq_length_sentence_transformers).expect("encoder");
     let examples: Vec<Example> = fixture
         .sentences
         .iter()
