@@ -191,6 +191,21 @@ fn configs() -> Vec<MultitaskConfig> {
             scale_embedding: false,
             ..base.clone().with_pooling(Pooling::Max)
         },
+        // A BERT-family encoder as a checkpoint import configures it: embedding LayerNorm,
+        // token types, RoBERTa's offset positions, tanh GELU, BERT's epsilon, unscaled
+        // embeddings.
+        MultitaskConfig {
+            scale_embedding: false,
+            embedding_norm: true,
+            type_vocab_size: 2,
+            position_offset: 2,
+            layer_norm_eps: 1e-12,
+            ..base
+                .clone()
+                .with_positional_encoding(PositionalEncoding::Learned)
+                .with_activation(Activation::GeluTanh)
+                .with_pad_token_id(1)
+        },
         base.with_char_features(Some(CharFeatures {
             buckets: 50,
             max_chars: 6,
@@ -279,6 +294,8 @@ fn short_training_gives_the_same_loss_curve_on_every_backend() {
     .with_dim_feedforward(64)
     .with_dropout(0.0)
     .with_max_seq_length(32)
+    // Exact GELU, as BERT: its backward must be the exact derivative on every backend.
+    .with_activation(Activation::Gelu)
     .with_char_features(Some(CharFeatures {
         buckets: 64,
         max_chars: 10,
