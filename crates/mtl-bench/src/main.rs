@@ -145,6 +145,54 @@ fn make_batch(b: usize, s: usize, vocab: i64, rng: &mut StdRng, device: &Device)
     }
 }
 
+/// One batch for the Burn model on the plain device: tokens, padding mask, character ids.
+type BurnInput = (Tensor<2, Int>, Tensor<2, Bool>, Option<Tensor<3, Int>>);
+
+/// Inference as `mtl predict` runs it, batch after batch (`rows` and `inputs` are the same
+/// batches): on the CPU device the packed path (weights copied to host memory once, padding
+/// skipped), elsewhere the Burn model, which is also timed on its own. Medians of `a.steps`
+/// steps after `a.warmup`: `(product path, Burn model, name of the product path)`.
+fn time_inference(
+    model: &MultitaskTransformer,
+    a: &Args,
+    rows: &[Vec<&[u32]>],
+    inputs: &[BurnInput],
+) -> Result<(f64, f64, &'static str)> {
+    let packed = mtl::device::is_cpu(&a.device).then(|| PackedModel::from_model(model));
+    let mut infer_times = Vec::new();
+    let mut burn_times = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let k = i % inputs.len();
+        if let Some(packed) = &packed {
+            let t = Instant::now();
+            let mut input = PackedInput::new();
+            for row in &rows[k] {
+                input.push(row);
+            }
+            let out = packed.forward(&input)?;
+            std::hint::black_box(&out);
+            if i >= a.warmup {
+                infer_times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let (tokens, mask, chars) = inputs[k].clone();
+        let t = Instant::now();
+        let out = model.forward_joint_with(tokens, mask, chars);
+        let _ = out.classification.into_data();
+        let _ = out.ner.into_data();
+        if i >= a.warmup {
+            burn_times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let burn_infer = median(burn_times.clone()).context("no inference steps")?;
+    if infer_times.is_empty() {
+        infer_times = burn_times;
+    }
+    let infer = median(infer_times).context("no inference steps")?;
+    let path = if packed.is_some() { "packed" } else { "burn" };
+    Ok((infer, burn_infer, path))
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied()
@@ -233,40 +281,16 @@ fn main() -> Result<()> {
     }
 
     let model = model.valid();
-    // Inference as `mtl predict` runs it: on the CPU device the packed path (weights copied
-    // to host memory once, padding skipped), elsewhere the Burn model.
-    let packed = mtl::device::is_cpu(&a.device).then(|| PackedModel::from_model(&model));
-    let mut infer_times = Vec::new();
-    let mut burn_times = Vec::new();
-    for i in 0..a.warmup + a.steps {
-        let b = &batches[i % batches.len()];
-        if let Some(packed) = &packed {
-            let t = Instant::now();
-            let mut input = PackedInput::new();
-            for row in &b.rows {
-                input.push(row);
-            }
-            let out = packed.forward(&input)?;
-            std::hint::black_box(&out);
-            if i >= a.warmup {
-                infer_times.push(t.elapsed().as_secs_f64());
-            }
-        }
-        let (tokens, mask) = (b.tokens.clone().inner(), b.mask.clone().inner());
-        let t = Instant::now();
-        let out = model.forward_joint(tokens, mask);
-        let _ = out.classification.into_data();
-        let _ = out.ner.into_data();
-        if i >= a.warmup {
-            burn_times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let burn_infer = median(burn_times.clone()).context("no inference steps")?;
-    if infer_times.is_empty() {
-        infer_times = burn_times;
-    }
+    let rows: Vec<Vec<&[u32]>> = batches
+        .iter()
+        .map(|b| b.rows.iter().map(Vec::as_slice).collect())
+        .collect();
+    let inputs: Vec<BurnInput> = batches
+        .iter()
+        .map(|b| (b.tokens.clone().inner(), b.mask.clone().inner(), None))
+        .collect();
+    let (infer, burn_infer, infer_path) = time_inference(&model, &a, &rows, &inputs)?;
     let train = median(train_times);
-    let infer = median(infer_times).context("no inference steps")?;
     let threads = threads();
     println!(
         "{}",
@@ -277,7 +301,7 @@ fn main() -> Result<()> {
             "train_sent_per_s": train.map(|t| round(a.batch as f64 / t, 1)),
             "infer_step_s": round(infer, 5), "infer_sent_per_s": round(a.batch as f64 / infer, 1),
             "peak_rss_mib": round(peak_rss_mib(), 1),
-            "infer_path": if packed.is_some() { "packed" } else { "burn" },
+            "infer_path": infer_path,
             "infer_burn_sent_per_s": round(a.batch as f64 / burn_infer, 1),
         })
     );
@@ -387,40 +411,21 @@ fn pretrained(a: &Args, dir: &Path) -> Result<()> {
     }
 
     let model = model.valid();
-    let packed = mtl::device::is_cpu(&a.device).then(|| PackedModel::from_model(&model));
-    let rows: Vec<&[Encoded]> = items.chunks(a.batch).collect();
-    let mut infer_times = Vec::new();
-    let mut burn_times = Vec::new();
-    for i in 0..a.warmup + a.steps {
-        let k = i % batches.len();
-        if let Some(packed) = &packed {
-            let t = Instant::now();
-            let mut input = PackedInput::new();
-            for e in rows[k] {
-                input.push(&e.ids);
-            }
-            let out = packed.forward(&input)?;
-            std::hint::black_box(&out);
-            if i >= a.warmup {
-                infer_times.push(t.elapsed().as_secs_f64());
-            }
-        }
-        let b = &batches[k];
-        let (tokens, mask) = (b.tokens.clone().inner(), b.padding_mask.clone().inner());
-        let chars = b.chars.clone().map(Tensor::inner);
-        let t = Instant::now();
-        let out = model.forward_joint_with(tokens, mask, chars);
-        let _ = out.classification.into_data();
-        let _ = out.ner.into_data();
-        if i >= a.warmup {
-            burn_times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let burn_infer = median(burn_times.clone()).context("no inference steps")?;
-    if infer_times.is_empty() {
-        infer_times = burn_times;
-    }
-    let infer = median(infer_times).context("no inference steps")?;
+    let rows: Vec<Vec<&[u32]>> = items
+        .chunks(a.batch)
+        .map(|chunk| chunk.iter().map(|e| e.ids.as_slice()).collect())
+        .collect();
+    let inputs: Vec<BurnInput> = batches
+        .iter()
+        .map(|b| {
+            (
+                b.tokens.clone().inner(),
+                b.padding_mask.clone().inner(),
+                b.chars.clone().map(Tensor::inner),
+            )
+        })
+        .collect();
+    let (infer, burn_infer, infer_path) = time_inference(&model, a, &rows, &inputs)?;
     let [train, forward, backward, optim] = phases.map(median);
     // The directory's own name, as `hf_ref.py` prints it (`.` and the like: the real one).
     let name = dir
@@ -441,7 +446,7 @@ fn pretrained(a: &Args, dir: &Path) -> Result<()> {
             "train_sent_per_s": train.map(|t| round(a.batch as f64 / t, 1)),
             "infer_step_s": round(infer, 5), "infer_sent_per_s": round(a.batch as f64 / infer, 1),
             "peak_rss_mib": round(peak_rss_mib(), 1),
-            "infer_path": if packed.is_some() { "packed" } else { "burn" },
+            "infer_path": infer_path,
             "infer_burn_sent_per_s": round(a.batch as f64 / burn_infer, 1),
             "frozen_embeddings": a.freeze_embeddings,
             "train_forward_s": forward.map(|t| round(t, 5)),
