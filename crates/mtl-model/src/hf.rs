@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{KeyRemapper, ModuleStore, PytorchStore, SafetensorsStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -550,7 +551,8 @@ pub struct ImportReport {
 /// names (`gamma`, `beta`) renamed.
 struct Tensors {
     path: PathBuf,
-    data: BTreeMap<String, TensorData>,
+    /// Read lazily: only the tensors the encoder takes are ever loaded and converted.
+    data: BTreeMap<String, PackTensor>,
     used: BTreeSet<String>,
 }
 
@@ -573,13 +575,13 @@ impl Tensors {
             let all = store
                 .get_all_tensors()
                 .map_err(|e| read_err(e.to_string()))?;
-            to_data_map(all, path)?
+            all.clone()
         } else {
             let mut store = SafetensorsStore::from_file(path).remap(remapper);
             let all = store
                 .get_all_tensors()
                 .map_err(|e| read_err(e.to_string()))?;
-            to_data_map(all, path)?
+            all.clone()
         };
         Ok(Self {
             path: path.into(),
@@ -597,25 +599,29 @@ impl Tensors {
                 path: self.path.clone(),
                 name: name.to_string(),
             })?;
-        if data.shape().as_slice() != shape {
+        if data.shape.as_slice() != shape {
             return Err(PretrainedError::TensorShape {
                 path: self.path.clone(),
                 name: name.to_string(),
-                found: data.shape().as_slice().to_vec(),
+                found: data.shape.as_slice().to_vec(),
                 expected: shape.to_vec(),
             }
             .into());
         }
-        if !data.dtype().is_float() {
+        if !data.dtype.is_float() {
             return Err(PretrainedError::TensorDtype {
                 path: self.path.clone(),
                 name: name.to_string(),
-                dtype: format!("{:?}", data.dtype()),
+                dtype: format!("{:?}", data.dtype),
             }
             .into());
         }
+        let values = burn::store::bridge::to_data(data).map_err(|e| PretrainedError::Read {
+            path: self.path.clone(),
+            message: format!("tensor {name:?}: {e}"),
+        })?;
         self.used.insert(name.to_string());
-        Ok(data.clone().convert::<f32>())
+        Ok(values.convert::<f32>())
     }
 
     fn report(self) -> ImportReport {
@@ -631,25 +637,6 @@ impl Tensors {
             unused,
         }
     }
-}
-
-fn to_data_map(
-    all: &BTreeMap<String, burn::store::burn_pack::Tensor>,
-    path: &Path,
-) -> Result<BTreeMap<String, TensorData>> {
-    all.iter()
-        .map(|(name, t)| {
-            burn::store::bridge::to_data(t)
-                .map(|d| (name.clone(), d))
-                .map_err(|e| {
-                    PretrainedError::Read {
-                        path: path.into(),
-                        message: format!("tensor {name:?}: {e}"),
-                    }
-                    .into()
-                })
-        })
-        .collect()
 }
 
 fn regex_escape(s: &str) -> String {
