@@ -105,13 +105,18 @@ fn prepare_run_dir(out: &Path, overwrite: bool) -> Result<()> {
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
-    let mut file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
+    let mut file = match (&args.config, &args.pretrained) {
+        (Some(path), _) => FileConfig::load(path)?,
+        // No config file: fine-tuning a checkpoint wants other defaults than training from
+        // scratch.
+        (None, Some(_)) => FileConfig::fine_tuning(),
+        (None, None) => FileConfig::default(),
     };
     let t: &mut TrainConfig = &mut file.train;
     if let Some(v) = args.epochs {
+        // Exactly the epochs asked for: no more for `min_steps`.
         t.epochs = v;
+        t.min_steps = None;
     }
     if let Some(v) = args.seed {
         t.seed = v;

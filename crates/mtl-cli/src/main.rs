@@ -67,7 +67,7 @@ struct TrainArgs {
     /// model.safetensors or pytorch_model.bin, tokenizer.json); overrides [model] pretrained.
     #[arg(long)]
     pretrained: Option<PathBuf>,
-    /// Number of epochs (overrides the config).
+    /// Number of epochs (overrides the config, and its min_steps).
     #[arg(long)]
     epochs: Option<usize>,
     /// Random seed (overrides the config).
