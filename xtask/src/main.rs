@@ -526,58 +526,38 @@ fn bench(args: &[String]) -> Result<()> {
         cmd
     };
 
+    // Our line, then (with `--vs-torch`) the reference's on the same workload and the ratios.
+    let compare = |ours_args: &[&str], script: &str, ref_args: &[&str], label: &str| {
+        let ours = run_capture(&mut ours_cmd(ours_args), dry_run)?;
+        println!("{ours}");
+        if let Some(py) = &python {
+            let theirs = run_capture(
+                Command::new(py)
+                    .arg(root.join(script))
+                    .args(ref_args)
+                    .args(["--threads", &threads, "--steps", &steps]),
+                dry_run,
+            )?;
+            println!("{theirs}");
+            println!("{}", ratio_line(&ours, &theirs, label));
+        }
+        Ok::<_, anyhow::Error>(())
+    };
     if let Some(dir) = &pretrained {
         let data = data.as_deref().unwrap_or(DEFAULT_BENCH_DATA);
         let mut extra = vec!["--pretrained", dir, "--data", data];
         if freeze_embeddings {
             extra.push("--freeze-embeddings");
         }
-        let ours = run_capture(&mut ours_cmd(&extra), dry_run)?;
-        println!("{ours}");
-        if let Some(py) = &python {
-            // As both sides name the configuration: the checkpoint directory's own name.
-            let name = Path::new(dir)
-                .file_name()
-                .map_or_else(|| dir.clone(), |n| n.to_string_lossy().into_owned());
-            let theirs = run_capture(
-                Command::new(py).arg(root.join(HF_REF)).args([
-                    "--model",
-                    dir,
-                    "--data",
-                    data,
-                    "--threads",
-                    &threads,
-                    "--steps",
-                    &steps,
-                ]),
-                dry_run,
-            )?;
-            println!("{theirs}");
-            println!(
-                "{}",
-                ratio_line(&ours, &theirs, &format!("pretrained:{name}"))
-            );
-        }
-        return Ok(());
+        // As both sides name the configuration: the checkpoint directory's own name.
+        let name = Path::new(dir)
+            .file_name()
+            .map_or_else(|| dir.clone(), |n| n.to_string_lossy().into_owned());
+        let label = format!("pretrained:{name}");
+        return compare(&extra, HF_REF, &["--model", dir, "--data", data], &label);
     }
     for c in configs {
-        let ours = run_capture(&mut ours_cmd(&["--config", c]), dry_run)?;
-        println!("{ours}");
-        if let Some(py) = &python {
-            let theirs = run_capture(
-                Command::new(py).arg(root.join(TORCH_REF)).args([
-                    "--config",
-                    c,
-                    "--threads",
-                    &threads,
-                    "--steps",
-                    &steps,
-                ]),
-                dry_run,
-            )?;
-            println!("{theirs}");
-            println!("{}", ratio_line(&ours, &theirs, c));
-        }
+        compare(&["--config", c], TORCH_REF, &["--config", c], c)?;
     }
     Ok(())
 }
