@@ -25,12 +25,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor};
 use mtl::data::{Encoded, Encoder, Example, MultitaskBatcher, TextEncoder};
-use mtl::model::{MultitaskConfig, MultitaskTransformer, PackedInput, PackedModel, Pooling};
-use mtl::train::loss::{IGNORE_INDEX, cross_entropy, token_cross_entropy};
+use mtl::model::{MultitaskConfig, MultitaskTransformer, PackedInput, PackedModel, Pooling, Task};
 use mtl::train::optim::{AdamW, AdamWConfig};
+use mtl::train::sampler::Pick;
+use mtl::train::{DataParallel, LossWeights};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -59,6 +59,8 @@ struct Args {
     tags: usize,
     /// Keep the token, position and token-type embeddings fixed (as `freeze_embeddings`).
     freeze_embeddings: bool,
+    /// Training devices (`cpu,cpu`: two data-parallel replicas); default `device`.
+    devices: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Args> {
         classes: 7,
         tags: 72,
         freeze_embeddings: false,
+        devices: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,6 +90,7 @@ fn parse_args() -> Result<Args> {
             "--steps" => a.steps = value()?.parse()?,
             "--warmup" => a.warmup = value()?.parse()?,
             "--device" => a.device = value()?,
+            "--devices" => a.devices = Some(value()?),
             "--skip-train" => a.skip_train = true,
             "--pretrained" => a.pretrained = Some(value()?.into()),
             "--data" => a.data = Some(value()?.into()),
@@ -100,49 +104,92 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-struct Batch {
-    /// Each sequence's real token ids (for the packed path).
-    rows: Vec<Vec<u32>>,
-    tokens: Tensor<2, Int>,
-    mask: Tensor<2, Bool>,
-    y_cls: Tensor<1, Int>,
-    y_ner: Tensor<2, Int>,
+/// `b` random examples of `s` tokens at most (the first exactly `s`, so that a batch pads to
+/// `s` as the reference's does): token ids in `1..vocab`, 3 classes, 5 tags on every token.
+fn make_items(b: usize, s: usize, vocab: u32, rng: &mut StdRng) -> Vec<Encoded> {
+    (0..b)
+        .map(|i| {
+            let len = if i == 0 {
+                s
+            } else {
+                rng.random_range(s / 2..=s)
+            };
+            Encoded {
+                ids: (0..len).map(|_| rng.random_range(1..vocab)).collect(),
+                word_ids: (0..len).map(Some).collect(),
+                label_target: rng.random_range(0..3i64),
+                tag_targets: (0..len).map(|_| rng.random_range(0..5i64)).collect(),
+                has_label: true,
+                has_tags: true,
+                truncated: false,
+                chars: Vec::new(),
+            }
+        })
+        .collect()
 }
 
-fn make_batch(b: usize, s: usize, vocab: i64, rng: &mut StdRng, device: &Device) -> Batch {
-    let mut tokens = Vec::with_capacity(b * s);
-    let mut mask = Vec::with_capacity(b * s);
-    let mut y_ner = Vec::with_capacity(b * s);
-    let mut y_cls = Vec::with_capacity(b);
-    let mut rows = Vec::with_capacity(b);
-    for _ in 0..b {
-        let len = rng.random_range(s / 2..=s);
-        let start = tokens.len();
-        for i in 0..s {
-            let pad = i >= len;
-            tokens.push(if pad { 0 } else { rng.random_range(1..vocab) });
-            mask.push(pad);
-            y_ner.push(if pad {
-                IGNORE_INDEX
-            } else {
-                rng.random_range(0..5i64)
-            });
+/// Times `a.steps` training steps after `a.warmup` on `a.devices` (else `a.device`):
+/// batch `i % batches.len()`, task `pick(i)`, both losses weighted 1, AdamW at `lr` with weight
+/// decay 0.01. Returns the trained model (plain device), the medians of the whole step, of its
+/// forward and backward passes (all replicas) and of the optimizer step, and the replica count.
+fn time_training(
+    a: &Args,
+    model: MultitaskTransformer,
+    batches: &[Vec<Encoded>],
+    batcher: &MultitaskBatcher,
+    pick: impl Fn(usize) -> Pick,
+    lr: f64,
+) -> Result<(MultitaskTransformer, [Option<f64>; 3], usize)> {
+    let devices = mtl::device::parse_list(a.devices.as_deref().unwrap_or(&a.device))?;
+    let parallel = DataParallel::new(&devices)?;
+    let ad = devices[0].clone().autodiff();
+    // As the trainer: through the plain device, so parameters are leaves under autodiff.
+    let mut model = model.valid().to_device(&ad).train();
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: 0.01,
+        ..AdamWConfig::default()
+    });
+    let mut phases: [Vec<f64>; 3] = Default::default();
+    let train_steps = if a.skip_train { 0 } else { a.warmup + a.steps };
+    for i in 0..train_steps {
+        let items: Vec<&Encoded> = batches[i % batches.len()].iter().collect();
+        let t = Instant::now();
+        let weights = LossWeights {
+            classification: 1.0,
+            ner: 1.0,
+        };
+        let step = parallel.step(&model, &items, pick(i), weights, i as u64, batcher);
+        let grads = t.elapsed().as_secs_f64();
+        let (next, _) = opt.step(lr, model, step.grads, None);
+        model = next;
+        let total = t.elapsed().as_secs_f64();
+        if i >= a.warmup {
+            phases[0].push(total);
+            phases[1].push(grads);
+            phases[2].push(total - grads);
         }
-        y_cls.push(rng.random_range(0..3i64));
-        rows.push(
-            tokens[start..start + len]
-                .iter()
-                .map(|&t| t as u32)
-                .collect(),
-        );
     }
-    Batch {
-        rows,
-        tokens: Tensor::from_data(TensorData::new(tokens, [b, s]), device),
-        mask: Tensor::from_data(TensorData::new(mask, [b, s]), device),
-        y_cls: Tensor::from_data(TensorData::new(y_cls, [b]), device),
-        y_ner: Tensor::from_data(TensorData::new(y_ner, [b, s]), device),
-    }
+    Ok((model.valid(), phases.map(median), parallel.replicas()))
+}
+
+/// The batches as the packed path takes them (token rows) and as the Burn model does.
+fn inference_inputs<'a>(
+    batches: &'a [Vec<Encoded>],
+    batcher: &MultitaskBatcher,
+    device: &Device,
+) -> (Vec<Vec<&'a [u32]>>, Vec<BurnInput>) {
+    let rows = batches
+        .iter()
+        .map(|b| b.iter().map(|e| e.ids.as_slice()).collect())
+        .collect();
+    let inputs = batches
+        .iter()
+        .map(|b| {
+            let batch = batcher.batch(&b.iter().collect::<Vec<_>>(), device);
+            (batch.tokens, batch.padding_mask, batch.chars)
+        })
+        .collect();
+    (rows, inputs)
 }
 
 /// One batch for the Burn model on the plain device: tokens, padding mask, character ids.
@@ -246,57 +293,29 @@ fn main() -> Result<()> {
         .with_dropout(0.1);
     let model = MultitaskTransformer::new(&config, &device)?;
     let params = model.num_params();
-    let ad = device.clone().autodiff();
     let mut rng = StdRng::seed_from_u64(0);
-    let batches: Vec<Batch> = (0..4)
-        .map(|_| make_batch(a.batch, a.seq, 1000, &mut rng, &ad))
+    let batches: Vec<Vec<Encoded>> = (0..4)
+        .map(|_| make_items(a.batch, a.seq, 1000, &mut rng))
         .collect();
-    let mut model = model.to_device(&ad).train();
-    let mut opt = AdamW::new(AdamWConfig {
-        weight_decay: 0.01,
-        ..AdamWConfig::default()
-    });
-
-    let mut train_times = Vec::new();
-    let train_steps = if a.skip_train { 0 } else { a.warmup + a.steps };
-    for i in 0..train_steps {
-        let b = &batches[i % batches.len()];
-        let t = Instant::now();
-        let loss = if i % 2 == 0 {
-            cross_entropy(
-                model.classify(b.tokens.clone(), b.mask.clone()),
-                b.y_cls.clone(),
-            )
-            .mean
+    let batcher = MultitaskBatcher::new(0);
+    // Alternating tasks, as the reference.
+    let pick = |i: usize| {
+        Pick::One(if i.is_multiple_of(2) {
+            Task::Classification
         } else {
-            token_cross_entropy(model.tag(b.tokens.clone(), b.mask.clone()), b.y_ner.clone()).mean
-        };
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let (next, _) = opt.step(2e-5, model, grads, None);
-        model = next;
-        let _ = loss.into_scalar::<f32>();
-        if i >= a.warmup {
-            train_times.push(t.elapsed().as_secs_f64());
-        }
-    }
-
-    let model = model.valid();
-    let rows: Vec<Vec<&[u32]>> = batches
-        .iter()
-        .map(|b| b.rows.iter().map(Vec::as_slice).collect())
-        .collect();
-    let inputs: Vec<BurnInput> = batches
-        .iter()
-        .map(|b| (b.tokens.clone().inner(), b.mask.clone().inner(), None))
-        .collect();
+            Task::Ner
+        })
+    };
+    let (model, [train, _, _], replicas) =
+        time_training(&a, model, &batches, &batcher, pick, 2e-5)?;
+    let (rows, inputs) = inference_inputs(&batches, &batcher, &device);
     let (infer, burn_infer, infer_path) = time_inference(&model, &a, &rows, &inputs)?;
-    let train = median(train_times);
     let threads = threads();
     println!(
         "{}",
         serde_json::json!({
             "impl": format!("mtl-burn-0.22.1-{}", a.device), "config": a.config, "params": params,
-            "batch": a.batch, "seq": a.seq, "threads": threads,
+            "batch": a.batch, "seq": a.seq, "threads": threads, "replicas": replicas,
             "train_step_s": train.map(|t| round(t, 5)),
             "train_sent_per_s": train.map(|t| round(a.batch as f64 / t, 1)),
             "infer_step_s": round(infer, 5), "infer_sent_per_s": round(a.batch as f64 / infer, 1),
@@ -370,63 +389,17 @@ fn pretrained(a: &Args, dir: &Path) -> Result<()> {
     let tokens: usize = items.iter().map(Encoded::len).sum();
     let params = model.num_params();
 
-    let ad = device.clone().autodiff();
     let batcher = MultitaskBatcher::for_encoder(&encoder);
-    let batches: Vec<_> = items
-        .chunks(a.batch)
-        .map(|chunk| batcher.batch(&chunk.iter().collect::<Vec<_>>(), &ad))
-        .collect();
-    // As the trainer: through the plain device, so parameters are leaves under autodiff.
-    let mut model = model.valid().to_device(&ad).train();
-    if a.freeze_embeddings {
-        model = model.freeze_embeddings();
-    }
-    let mut opt = AdamW::new(AdamWConfig {
-        weight_decay: 0.01,
-        ..AdamWConfig::default()
-    });
-
-    let mut phases: [Vec<f64>; 4] = Default::default();
-    let train_steps = if a.skip_train { 0 } else { a.warmup + a.steps };
-    for i in 0..train_steps {
-        let b = &batches[i % batches.len()];
-        let t = Instant::now();
-        let out =
-            model.forward_joint_with(b.tokens.clone(), b.padding_mask.clone(), b.chars.clone());
-        let loss = cross_entropy(out.classification, b.label_targets.clone()).mean
-            + token_cross_entropy(out.ner, b.tag_targets.clone()).mean;
-        let forward = t.elapsed().as_secs_f64();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let backward = t.elapsed().as_secs_f64();
-        let (next, _) = opt.step(5e-5, model, grads, None);
-        model = next;
-        let _ = loss.into_scalar::<f32>();
-        let total = t.elapsed().as_secs_f64();
-        if i >= a.warmup {
-            phases[0].push(total);
-            phases[1].push(forward);
-            phases[2].push(backward - forward);
-            phases[3].push(total - backward);
-        }
-    }
-
-    let model = model.valid();
-    let rows: Vec<Vec<&[u32]>> = items
-        .chunks(a.batch)
-        .map(|chunk| chunk.iter().map(|e| e.ids.as_slice()).collect())
-        .collect();
-    let inputs: Vec<BurnInput> = batches
-        .iter()
-        .map(|b| {
-            (
-                b.tokens.clone().inner(),
-                b.padding_mask.clone().inner(),
-                b.chars.clone().map(Tensor::inner),
-            )
-        })
-        .collect();
+    let batches: Vec<Vec<Encoded>> = items.chunks(a.batch).map(<[Encoded]>::to_vec).collect();
+    let model = if a.freeze_embeddings {
+        model.freeze_embeddings()
+    } else {
+        model
+    };
+    let (model, [train, grads, optim], replicas) =
+        time_training(a, model, &batches, &batcher, |_| Pick::Both, 5e-5)?;
+    let (rows, inputs) = inference_inputs(&batches, &batcher, &device);
     let (infer, burn_infer, infer_path) = time_inference(&model, a, &rows, &inputs)?;
-    let [train, forward, backward, optim] = phases.map(median);
     // The directory's own name, as `hf_ref.py` prints it (`.` and the like: the real one).
     let name = dir
         .file_name()
@@ -441,7 +414,7 @@ fn pretrained(a: &Args, dir: &Path) -> Result<()> {
         serde_json::json!({
             "impl": format!("mtl-burn-0.22.1-{}", a.device), "config": format!("pretrained:{name}"),
             "params": params, "batch": a.batch, "seq": round(tokens as f64 / need as f64, 1),
-            "threads": threads(),
+            "threads": threads(), "replicas": replicas,
             "train_step_s": train.map(|t| round(t, 5)),
             "train_sent_per_s": train.map(|t| round(a.batch as f64 / t, 1)),
             "infer_step_s": round(infer, 5), "infer_sent_per_s": round(a.batch as f64 / infer, 1),
@@ -449,8 +422,7 @@ fn pretrained(a: &Args, dir: &Path) -> Result<()> {
             "infer_path": infer_path,
             "infer_burn_sent_per_s": round(a.batch as f64 / burn_infer, 1),
             "frozen_embeddings": a.freeze_embeddings,
-            "train_forward_s": forward.map(|t| round(t, 5)),
-            "train_backward_s": backward.map(|t| round(t, 5)),
+            "train_grads_s": grads.map(|t| round(t, 5)),
             "train_optim_s": optim.map(|t| round(t, 5)),
         })
     );

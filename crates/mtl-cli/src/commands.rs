@@ -136,7 +136,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(dir) = &args.pretrained {
         file.model.pretrained = Some(dir.clone());
     }
-    let device = device::parse(&args.device)?;
+    let devices = match args
+        .devices
+        .clone()
+        .or_else(|| t.devices.as_ref().map(|d| d.join(",")))
+    {
+        Some(list) => device::parse_list(&list)?,
+        None => device::training_devices(&args.device, t.batch_size)?,
+    };
+    let device = devices[0].clone();
+    if devices.len() > 1 {
+        eprintln!("data-parallel training on {} replicas", devices.len());
+    }
     let opts = ReadOptions {
         scheme: file.data.scheme()?,
         lenient: file.data.lenient,
@@ -156,7 +167,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             &data.train,
             data.valid.as_deref(),
             args.epochs,
-            &device,
+            &devices,
         )?
     } else {
         prepare_run_dir(&args.out, args.overwrite)?;
@@ -265,7 +276,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             data.valid.as_deref(),
             &file.train,
             Some(&args.out),
-            &device,
+            &devices,
         )?
     };
 

@@ -82,9 +82,14 @@ struct TrainArgs {
     /// Task sampling: random, proportional, temperature or temperature:T, round-robin, joint.
     #[arg(long)]
     sampling: Option<String>,
-    /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N). On the CPU, one
+    /// data-parallel replica per core (at most one per 8 examples of a batch).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Data-parallel training on these devices, comma-separated (cpu,cpu or
+    /// libtorch-cuda:0,libtorch-cuda:1); overrides --device and [train] devices.
+    #[arg(long, value_name = "LIST")]
+    devices: Option<String>,
     /// Replace an existing run directory.
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,

@@ -3,20 +3,77 @@
 //! Burn's `Dropout` draws its mask from the backend's generator; on flex (the default CPU
 //! backend) that is a ChaCha stream sampled one element at a time, and a profile of a training
 //! step of the `small` benchmark configuration put about a quarter of the step there. On flex
-//! this module draws two numbers from the backend's generator per call (so `Device::seed`
-//! still fixes everything) and expands them into the mask with a counter-based hash
-//! (SplitMix64's finaliser of `seed + index`), four times cheaper per element and with one
-//! multiply instead of two. Other backends keep Burn's dropout, whose generator runs on the
-//! device.
+//! this module expands one 64-bit seed per call into the mask with a counter-based hash
+//! (SplitMix64's finaliser), four times cheaper per element and with one multiply instead of
+//! two. Other backends keep Burn's dropout, whose generator runs on the device.
+//!
+//! **Masks do not depend on how a batch is split or padded.** The value at an element is a
+//! hash of the call's seed, the example's index in the whole batch and the element's place
+//! within its example in a layout that padding does not change: `[batch, width]` by unit,
+//! `[batch, seq, width]` by `position * width + unit`, attention weights
+//! `[batch, heads, seq, seq]` by `(head, query, key)` with a fixed stride. The seed comes from
+//! a [`seeded`] stream when the caller opened one (the trainer does, per step and replica:
+//! a replica holding examples `8..16` of a batch draws the masks those examples get when
+//! the batch runs whole), else from two draws of the backend's generator (`Device::seed` still
+//! fixes everything).
+
+use std::cell::Cell;
 
 use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+/// Stride of a sequence coordinate in an example's canonical mask layout (longer than any
+/// sequence a model takes).
+const SEQ_STRIDE: u64 = 1 << 20;
+
+#[derive(Clone, Copy)]
+struct Stream {
+    seed: u64,
+    calls: u64,
+    first_example: u64,
+}
+
+thread_local! {
+    static STREAM: Cell<Option<Stream>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with this thread's dropout seeds taken from `seed` (the `k`-th dropout call
+/// gets a hash of `seed` and `k`) and with the batch's first example counted as example
+/// `first_example` of a larger batch. Two runs of the same forward pass under the same `seed`
+/// drop the same units of the same examples, whichever examples share their batch.
+pub fn seeded<R>(seed: u64, first_example: usize, f: impl FnOnce() -> R) -> R {
+    let outer = STREAM.with(|s| {
+        s.replace(Some(Stream {
+            seed,
+            calls: 0,
+            first_example: first_example as u64,
+        }))
+    });
+    let out = f();
+    STREAM.with(|s| s.set(outer));
+    out
+}
+
+/// The seed of this call and the index of the batch's first example.
+fn call_seed(device: &Device) -> (u64, u64) {
+    let from_stream = STREAM.with(|s| {
+        let mut stream = s.get()?;
+        stream.calls += 1;
+        s.set(Some(stream));
+        Some((
+            mix(stream.seed ^ mix(stream.calls.wrapping_mul(GOLDEN))),
+            stream.first_example,
+        ))
+    });
+    from_stream.unwrap_or_else(|| (draw_seed(device), 0))
+}
 
 /// Applies `layer` to `x`: identity outside training (the layer's flag off, no autodiff on the
 /// device, or `prob == 0`); on the CPU backend a hashed mask, elsewhere Burn's dropout.
 ///
 /// # Shapes
-/// - `x`: any; output: the same
+/// - `x`: `[batch, width]`, `[batch, seq, width]` or `[batch, heads, seq, seq]` (attention
+///   weights); output: the same
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
@@ -26,20 +83,40 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         return layer.forward(x);
     }
     let shape = x.shape();
-    let seed = draw_seed(&device);
-    let mask = keep_mask(seed, shape.num_elements(), layer.prob);
+    let dims = shape.dims::<D>();
+    let dims: &[usize] = &dims;
+    let (seed, first) = call_seed(&device);
+    let mut mask = vec![0.0f32; shape.num_elements()];
+    let batch = dims.first().copied().unwrap_or(1).max(1);
+    let per_example = mask.len() / batch;
+    for (b, example) in mask.chunks_mut(per_example.max(1)).enumerate() {
+        let seed = example_seed(seed, first + b as u64);
+        if D == 4 {
+            // [heads, seq, seq]: each (head, query) row at its canonical start.
+            let [heads, seq] = [dims[1], dims[2]];
+            for (r, row) in example.chunks_mut(dims[3].max(1)).enumerate() {
+                let (h, q) = ((r / seq.max(1)) as u64, (r % seq.max(1)) as u64);
+                debug_assert!(h < heads as u64);
+                let start = (h * SEQ_STRIDE + q) * SEQ_STRIDE;
+                keep_mask_at(seed, start as usize, layer.prob, row);
+            }
+        } else {
+            // [width] or [seq, width]: position * width + unit already ignores padding.
+            keep_mask_at(seed, 0, layer.prob, example);
+        }
+    }
     x * Tensor::<D>::from_data(TensorData::new(mask, shape), &device)
 }
 
 /// [`dropout`] on `[tokens, width]` rows packed out of a padded `[batch * seq, width]` tensor:
-/// `rows[i]` is the padded row of packed row `i`. On the CPU backend each element gets the mask
-/// value its padded position would have had, so packing does not change which units drop
-/// (the same draws from the backend's generator, the same hashed mask); elsewhere Burn's
-/// dropout on the packed tensor.
+/// `rows[i]` is the padded row (`b * seq + position`) of packed row `i`. On the CPU backend
+/// each element gets the mask value its place in the padded `[batch, seq, width]` tensor
+/// would have had, so packing does not change which units drop; elsewhere Burn's dropout on
+/// the packed tensor.
 ///
 /// # Shapes
 /// - `x`: `[tokens, width]`; output: the same
-pub fn dropout_rows(layer: &Dropout, x: Tensor<2>, rows: &[usize]) -> Tensor<2> {
+pub fn dropout_rows(layer: &Dropout, x: Tensor<2>, rows: &[usize], seq: usize) -> Tensor<2> {
     let device = x.device();
     if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
         return x;
@@ -49,10 +126,12 @@ pub fn dropout_rows(layer: &Dropout, x: Tensor<2>, rows: &[usize]) -> Tensor<2> 
     }
     let [tokens, width] = x.dims();
     debug_assert_eq!(rows.len(), tokens, "one padded row per packed row");
-    let seed = draw_seed(&device);
+    let (seed, first) = call_seed(&device);
+    let seq = seq.max(1);
     let mut mask = vec![0.0f32; tokens * width];
     for (out, &row) in mask.chunks_exact_mut(width.max(1)).zip(rows) {
-        keep_mask_at(seed, row * width, layer.prob, out);
+        let seed = example_seed(seed, first + (row / seq) as u64);
+        keep_mask_at(seed, (row % seq) * width, layer.prob, out);
     }
     x * Tensor::<2>::from_data(TensorData::new(mask, [tokens, width]), &device)
 }
@@ -80,6 +159,13 @@ fn draw_seed(device: &Device) -> u64 {
     })
 }
 
+/// The mask seed of example `index` under the call seed `seed`.
+fn example_seed(seed: u64, index: u64) -> u64 {
+    mix(seed ^ mix(index.wrapping_add(1).wrapping_mul(GOLDEN)))
+}
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// SplitMix64's output function.
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -87,6 +173,7 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+#[cfg(test)]
 /// `n` mask values: `0` with probability `prob`, else `1 / (1 - prob)`. Each 64-bit hash of
 /// `seed + k * golden` gives two 32-bit uniforms, for elements `2k` and `2k + 1`.
 fn keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
@@ -98,7 +185,6 @@ fn keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
 /// Elements `start..start + out.len()` of [`keep_mask`]`(seed, .., prob)`, into `out`: one
 /// hash per pair of elements, as the whole mask.
 fn keep_mask_at(seed: u64, start: usize, prob: f64, out: &mut [f32]) {
-    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
     let scale = (1.0 / (1.0 - prob)) as f32;
     // Drop when the uniform u32 is below prob * 2^32.
     let threshold = (prob * 4_294_967_296.0).min(4_294_967_295.0) as u32;
@@ -189,6 +275,71 @@ mod tests {
             .try_to_vec::<f32>()
             .expect("f32");
         assert_eq!(out, g, "d(x * mask)/dx = mask, and x = 1");
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().expect("f32")
+    }
+
+    /// A batch split in two, each half padded to its own length, gets the masks the whole
+    /// batch gets: by example, not by place in the padded tensor.
+    #[test]
+    fn masks_follow_examples_not_batch_split_or_padding() {
+        let layer = DropoutConfig::new(0.5).init();
+        let ad = Device::flex().autodiff();
+        let ones3 = |b, s| Tensor::<3>::ones([b, s, 3], &ad);
+        let whole = values(seeded(9, 0, || dropout(&layer, ones3(4, 5))));
+        // Examples 2 and 3 alone, padded to 7 positions.
+        let half = values(seeded(9, 2, || dropout(&layer, ones3(2, 7))));
+        for b in 0..2 {
+            let w = &whole[(2 + b) * 15..(3 + b) * 15];
+            assert_eq!(w, &half[b * 21..b * 21 + 15], "example {}", 2 + b);
+        }
+        assert!(whole.contains(&0.0) && whole.contains(&2.0));
+
+        // Attention weights [batch, heads, seq, seq]: (head, query, key) keep their mask.
+        let ones4 = |b, s| Tensor::<4>::ones([b, 2, s, s], &ad);
+        let whole = values(seeded(3, 0, || dropout(&layer, ones4(2, 3))));
+        let half = values(seeded(3, 1, || dropout(&layer, ones4(1, 4))));
+        for h in 0..2 {
+            for q in 0..3 {
+                let w = &whole[((2 + h) * 3 + q) * 3..][..3];
+                assert_eq!(w, &half[(h * 4 + q) * 4..][..3], "head {h} query {q}");
+            }
+        }
+
+        // Packed rows: example 1's position p sits at padded row seq + p in any packing.
+        let rows_whole: Vec<usize> = vec![0, 1, 4, 5, 6];
+        let x = Tensor::<2>::ones([5, 3], &ad);
+        let whole = values(seeded(5, 0, || {
+            dropout_rows(&layer, x.clone(), &rows_whole, 4)
+        }));
+        let padded = values(seeded(5, 0, || dropout(&layer, ones3(2, 4))));
+        for (i, &row) in rows_whole.iter().enumerate() {
+            assert_eq!(&whole[i * 3..i * 3 + 3], &padded[row * 3..row * 3 + 3]);
+        }
+        let x = Tensor::<2>::ones([3, 3], &ad);
+        let half = values(seeded(5, 1, || dropout_rows(&layer, x, &[0, 1, 2], 6)));
+        assert_eq!(&half[..], &whole[6..15], "example 1 alone, padded to 6");
+    }
+
+    /// Each call of a stream gets its own seed; the same stream replays the same masks.
+    #[test]
+    fn a_seeded_stream_replays_and_moves_on() {
+        let layer = DropoutConfig::new(0.5).init();
+        let ad = Device::flex().autodiff();
+        let two = || {
+            let x = Tensor::<2>::ones([4, 16], &ad);
+            (
+                values(dropout(&layer, x.clone())),
+                values(dropout(&layer, x)),
+            )
+        };
+        let (a1, a2) = seeded(1, 0, two);
+        let (b1, b2) = seeded(1, 0, two);
+        assert_eq!((&a1, &a2), (&b1, &b2));
+        assert_ne!(a1, a2, "the second call has its own seed");
+        assert_ne!(a1, seeded(2, 0, two).0);
     }
 
     proptest! {

@@ -173,20 +173,20 @@ impl EncoderLayer {
     ///   elsewhere; `0` for real keys and a large negative value for padding
     /// - output: `[tokens, d_model]`
     pub fn forward(&self, x: Tensor<2>, packing: &Packing, mask_bias: Tensor<4>) -> Tensor<2> {
-        let rows = packing.rows();
+        let (rows, seq) = (packing.rows(), packing.seq);
         if self.pre_norm {
             let a = self.attention(self.norm_attn.forward(x.clone()), packing, mask_bias);
-            let x = x + dropout_rows(&self.dropout, a, rows);
-            let f = self.feed_forward(self.norm_ff.forward(x.clone()), rows);
-            x + dropout_rows(&self.dropout, f, rows)
+            let x = x + dropout_rows(&self.dropout, a, rows, seq);
+            let f = self.feed_forward(self.norm_ff.forward(x.clone()), packing);
+            x + dropout_rows(&self.dropout, f, rows, seq)
         } else {
             let a = self.attention(x.clone(), packing, mask_bias);
             let x = self
                 .norm_attn
-                .forward(x + dropout_rows(&self.dropout, a, rows));
-            let f = self.feed_forward(x.clone(), rows);
+                .forward(x + dropout_rows(&self.dropout, a, rows, seq));
+            let f = self.feed_forward(x.clone(), packing);
             self.norm_ff
-                .forward(x + dropout_rows(&self.dropout, f, rows))
+                .forward(x + dropout_rows(&self.dropout, f, rows, seq))
         }
     }
 
@@ -226,9 +226,10 @@ impl EncoderLayer {
         self.out.forward(packing.pack(context))
     }
 
-    fn feed_forward(&self, x: Tensor<2>, rows: &[usize]) -> Tensor<2> {
+    fn feed_forward(&self, x: Tensor<2>, packing: &Packing) -> Tensor<2> {
         let h = activate(self.activation, self.ff_in.forward(x));
-        self.ff_out.forward(dropout_rows(&self.dropout, h, rows))
+        self.ff_out
+            .forward(dropout_rows(&self.dropout, h, packing.rows(), packing.seq))
     }
 }
 
@@ -426,7 +427,7 @@ impl TransformerEncoder {
         if let Some(norm) = &self.embedding_norm {
             x = norm.forward(x);
         }
-        let mut x = dropout_rows(&self.dropout, x, packing.rows());
+        let mut x = dropout_rows(&self.dropout, x, packing.rows(), seq);
         // Built once per batch, shared by every layer. The fused attention used for inference
         // wants it per query row ([batch, 1, seq, seq], broadcast over heads); it would
         // otherwise expand a [batch, 1, 1, seq] bias in every layer.

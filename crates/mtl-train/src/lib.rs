@@ -8,6 +8,7 @@
 //! - [`metrics`]: seqeval-exact entity scores, classification reports, frame accuracy;
 //! - [`eval`]: batched prediction and evaluation;
 //! - [`decode`]: tags from the NER head, argmax or IOB2-constrained Viterbi;
+//! - [`parallel`]: data-parallel steps over several devices or CPU replicas;
 //! - [`trainer`]: the loop, run directories, checkpoints, resume, early stopping;
 //! - [`seed_api`]: the seed's `MultitaskDataset` and `train_model`.
 #![deny(missing_docs)]
@@ -18,6 +19,7 @@ pub mod eval;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod sampler;
 pub mod seed_api;
 pub mod trainer;
@@ -28,6 +30,7 @@ pub use eval::{
     EvalReport, InferenceEngine, PredictOptions, Prediction, TaskLosses, embed, evaluate,
     evaluate_with, predict,
 };
+pub use parallel::DataParallel;
 pub use sampler::SamplingStrategy;
 pub use seed_api::{MultitaskDataset, train_model};
 pub use trainer::{

@@ -25,19 +25,37 @@ pub struct MaskedLoss {
 /// - `logits`: `[n, classes]`
 /// - `targets`: `[n]`, class ids or [`IGNORE_INDEX`]
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> MaskedLoss {
-    let [n, _] = logits.dims();
-    let keep = targets.clone().greater_equal_elem(0);
-    let count = keep.clone().int().sum().into_scalar::<i64>().max(0) as usize;
-    let safe_targets = targets.clamp_min(0).reshape([n, 1]);
-    let nll = log_softmax(logits, 1)
-        .gather(1, safe_targets)
-        .reshape([n])
-        .neg();
-    let total = nll.mask_fill(keep.bool_not(), 0.0).sum();
+    let count = targets
+        .clone()
+        .greater_equal_elem(0)
+        .int()
+        .sum()
+        .into_scalar::<i64>()
+        .max(0) as usize;
     MaskedLoss {
-        mean: total.div_scalar(count.max(1) as f64),
+        mean: cross_entropy_sum(logits, targets).div_scalar(count.max(1) as f64),
         count,
     }
+}
+
+/// The sum of the cross-entropy over the non-ignored targets: what a part of a batch
+/// contributes to the whole batch's mean, once divided by the whole batch's count (data-parallel
+/// replicas divide by it, not by their own count).
+///
+/// # Shapes
+/// - `logits`: `[n, classes]`
+/// - `targets`: `[n]`, class ids or [`IGNORE_INDEX`]
+/// - output: `[1]`
+pub fn cross_entropy_sum(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    let ignore = targets.clone().lower_elem(0);
+    let safe_targets = targets.clamp_min(0).reshape([n, 1]);
+    log_softmax(logits, 1)
+        .gather(1, safe_targets)
+        .reshape([n])
+        .neg()
+        .mask_fill(ignore, 0.0)
+        .sum()
 }
 
 /// Token-level cross-entropy for NER logits, ignoring [`IGNORE_INDEX`] (padding, continuation
@@ -49,6 +67,20 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> MaskedLoss {
 pub fn token_cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> MaskedLoss {
     let [batch, seq, tags] = logits.dims();
     cross_entropy(
+        logits.reshape([batch * seq, tags]),
+        targets.reshape([batch * seq]),
+    )
+}
+
+/// [`cross_entropy_sum`] over tokens, as [`token_cross_entropy`] is over tokens.
+///
+/// # Shapes
+/// - `logits`: `[batch, seq, tags]`
+/// - `targets`: `[batch, seq]`
+/// - output: `[1]`
+pub fn token_cross_entropy_sum(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [batch, seq, tags] = logits.dims();
+    cross_entropy_sum(
         logits.reshape([batch * seq, tags]),
         targets.reshape([batch * seq]),
     )

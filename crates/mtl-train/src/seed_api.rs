@@ -80,7 +80,7 @@ pub fn train_model(
         Some(&val_dataset.examples),
         &config,
         None,
-        device,
+        std::slice::from_ref(device),
     )?;
     Ok((out.model, out.history))
 }

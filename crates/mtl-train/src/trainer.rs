@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use mtl_data::{Encoded, Encoder, Example, MultitaskBatcher, plan_batches};
 use mtl_model::{MultitaskTransformer, Task, write_atomic};
@@ -19,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::eval::{EvalReport, evaluate};
-use crate::loss::{cross_entropy, token_cross_entropy};
 use crate::optim::{AdamW, AdamWConfig, LrScales, linear_warmup_decay};
+use crate::parallel::{DataParallel, step_seed};
 use crate::sampler::{Pick, SamplingStrategy, TaskSampler};
 
 /// Weights of the per-task losses.
@@ -151,6 +150,10 @@ pub struct TrainConfig {
     pub select_metric: SelectMetric,
     /// Progress display.
     pub progress: ProgressMode,
+    /// Devices to train on, by name, for the binaries (`mtl train` parses them; [`fit`]
+    /// takes the devices themselves): `["cpu", "cpu"]` trains two data-parallel replicas on
+    /// the CPU, `["libtorch-cuda:0", "libtorch-cuda:1"]` one per GPU. `None`: `--device`.
+    pub devices: Option<Vec<String>>,
 }
 
 impl Default for TrainConfig {
@@ -179,6 +182,7 @@ impl Default for TrainConfig {
             patience: None,
             select_metric: SelectMetric::Combined,
             progress: ProgressMode::Auto,
+            devices: None,
         }
     }
 }
@@ -486,7 +490,14 @@ fn labelled_counts(encoded: &[Encoded]) -> [usize; 2] {
 ///
 /// With `run_dir`, writes `train_config.json`, `history.jsonl`, `last/` (model, encoder,
 /// optimizer and trainer state, for [`resume`]) and `best/` (by `config.select_metric`), every
-/// file atomically. `device` is the plain device; training runs on its autodiff twin.
+/// file atomically.
+///
+/// `devices` are plain devices (training runs on their autodiff twins). The first is the main
+/// device: it holds the model and the optimizer and validates. With more than one, training is
+/// data-parallel: every step's batch is cut into one part per device (a device may be named
+/// twice: two CPU replicas), each part runs forward and backward on its own thread, and the
+/// summed gradients take one optimizer step. Losses are normalised by the whole batch, so the
+/// run equals a one-device run with the same batch size, up to float rounding.
 pub fn fit(
     model: MultitaskTransformer,
     encoder: &Encoder,
@@ -494,7 +505,7 @@ pub fn fit(
     valid: Option<&[Example]>,
     config: &TrainConfig,
     run_dir: Option<&Path>,
-    device: &Device,
+    devices: &[Device],
 ) -> Result<TrainOutcome> {
     config.validate()?;
     let optimizer = AdamW::new(AdamWConfig {
@@ -520,19 +531,21 @@ pub fn fit(
         write_atomic(&dir.join(TRAIN_CONFIG_FILE), &json).map_err(io(dir))?;
     }
     run_epochs(
-        model, optimizer, state, encoder, train, valid, run_dir, device,
+        model, optimizer, state, encoder, train, valid, run_dir, devices,
     )
 }
 
 /// Continues the run in `run_dir` from its last checkpoint (model, optimizer, scheduler,
-/// sampler and random state) up to `epochs` in total (`None`: the run's own setting).
+/// sampler and random state) up to `epochs` in total (`None`: the run's own setting), on
+/// `devices` as [`fit`] trains (the devices may differ from the run's first part).
 pub fn resume(
     run_dir: &Path,
     train: &[Example],
     valid: Option<&[Example]>,
     epochs: Option<usize>,
-    device: &Device,
+    devices: &[Device],
 ) -> Result<TrainOutcome> {
+    let device = main_device(devices)?;
     let last = checkpoint_dir(&run_dir.join(LAST_DIR));
     let state_path = last.join(STATE_FILE);
     let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
@@ -553,8 +566,15 @@ pub fn resume(
         train,
         valid,
         Some(run_dir),
-        device,
+        devices,
     )
+}
+
+fn main_device(devices: &[Device]) -> Result<&Device> {
+    devices.first().ok_or_else(|| Error::Option {
+        option: "devices",
+        message: "name at least one device".into(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -566,10 +586,12 @@ fn run_epochs(
     train: &[Example],
     valid: Option<&[Example]>,
     run_dir: Option<&Path>,
-    device: &Device,
+    devices: &[Device],
 ) -> Result<TrainOutcome> {
     let config = state.config.clone();
+    let device = main_device(devices)?;
     let ad_device = device.clone().autodiff();
+    let parallel = DataParallel::new(devices)?;
     // Through the plain device: parameters must be leaves when autodiff tracks them.
     let mut model = model.valid().to_device(&ad_device).train();
     if config.freeze_embeddings {
@@ -623,7 +645,9 @@ fn run_epochs(
         let mut rng = StdRng::seed_from_u64(epoch_seed);
         // A stream of its own, so word dropout leaves batches and task picks as they were.
         let mut word_rng = StdRng::seed_from_u64(epoch_seed ^ 0x5EED_D50F_0000_0001);
-        ad_device.seed(epoch_seed);
+        for d in devices {
+            d.clone().autodiff().seed(epoch_seed);
+        }
         let plan = plan_batches(
             &lengths,
             config.batch_size,
@@ -652,47 +676,27 @@ fn run_epochs(
                     .collect(),
                 None => Vec::new(),
             };
-            let batch = if dropped.is_empty() {
-                batcher.batch(&items, &ad_device)
+            let items: Vec<&Encoded> = if dropped.is_empty() {
+                items
             } else {
-                batcher.batch(&dropped.iter().collect::<Vec<_>>(), &ad_device)
+                dropped.iter().collect()
             };
+            let step = parallel.step(
+                &model,
+                &items,
+                pick,
+                config.loss_weights,
+                step_seed(epoch_seed, state.step),
+                &batcher,
+            );
+            match pick {
+                Pick::One(Task::Classification) => steps_per_task[0] += 1,
+                Pick::One(Task::Ner) => steps_per_task[1] += 1,
+                Pick::Both => steps_per_task[2] += 1,
+            }
             let w = config.loss_weights;
-            let (loss, parts): (Tensor<1>, [Option<f32>; 2]) = match pick {
-                Pick::One(Task::Classification) => {
-                    steps_per_task[0] += 1;
-                    let l = cross_entropy(
-                        model.classify_with(batch.tokens, batch.padding_mask, batch.chars),
-                        batch.label_targets,
-                    );
-                    let v = l.mean.clone().into_scalar::<f32>();
-                    (l.mean.mul_scalar(w.classification), [Some(v), None])
-                }
-                Pick::One(Task::Ner) => {
-                    steps_per_task[1] += 1;
-                    let l = token_cross_entropy(
-                        model.tag_with(batch.tokens, batch.padding_mask, batch.chars),
-                        batch.tag_targets,
-                    );
-                    let v = l.mean.clone().into_scalar::<f32>();
-                    (l.mean.mul_scalar(w.ner), [None, Some(v)])
-                }
-                Pick::Both => {
-                    steps_per_task[2] += 1;
-                    let out =
-                        model.forward_joint_with(batch.tokens, batch.padding_mask, batch.chars);
-                    let lc = cross_entropy(out.classification, batch.label_targets);
-                    let ln = token_cross_entropy(out.ner, batch.tag_targets);
-                    let parts = [
-                        (lc.count > 0).then(|| lc.mean.clone().into_scalar::<f32>()),
-                        (ln.count > 0).then(|| ln.mean.clone().into_scalar::<f32>()),
-                    ];
-                    (
-                        lc.mean.mul_scalar(w.classification) + ln.mean.mul_scalar(w.ner),
-                        parts,
-                    )
-                }
-            };
+            let parts = step.losses;
+            let grads = step.grads;
             for (i, part) in parts.iter().enumerate() {
                 if let Some(v) = part {
                     if !v.is_finite() {
@@ -714,7 +718,6 @@ fn run_epochs(
             sum += total;
             n += 1;
             lr = linear_warmup_decay(config.learning_rate, state.step, warmup_steps, total_steps);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             let (next, _) = optimizer.step_scaled(lr, model, grads, config.max_grad_norm, &scales);
             model = next;
             state.step += 1;
@@ -846,6 +849,8 @@ fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::optim::GradientsParams;
+    use burn::tensor::Tensor;
 
     fn encoded() -> Encoded {
         Encoded {
@@ -926,7 +931,6 @@ mod tests {
     /// Frozen embeddings get no gradient (so AdamW skips them); every other parameter does.
     #[test]
     fn frozen_embeddings_get_no_gradient() {
-        use burn::optim::GradientsParams;
         use burn::tensor::{Bool, Int, TensorData};
         use mtl_model::{MultitaskConfig, PositionalEncoding, SharedEncoder};
         let device = Device::flex().autodiff();

@@ -128,7 +128,7 @@ fn learns_both_heads_under_every_sampling_strategy() {
             None,
             &config(sampling, epochs),
             None,
-            &device,
+            std::slice::from_ref(&device),
         )
         .expect("trains");
         let (report, _) =
@@ -165,7 +165,7 @@ fn same_seed_same_history() {
             Some(&data.examples[..12]),
             &config(SamplingStrategy::Random, 2),
             None,
-            &device,
+            std::slice::from_ref(&device),
         )
         .expect("trains")
         .history
@@ -204,7 +204,7 @@ fn one_epoch_then_resume_equals_two_epochs() {
         valid,
         &cfg,
         Some(&full_dir),
-        &device,
+        std::slice::from_ref(&device),
     )
     .expect("full");
     let one = TrainConfig {
@@ -218,10 +218,17 @@ fn one_epoch_then_resume_equals_two_epochs() {
         valid,
         &one,
         Some(&split_dir),
-        &device,
+        std::slice::from_ref(&device),
     )
     .expect("first epoch");
-    let resumed = resume(&split_dir, &data.examples, valid, Some(2), &device).expect("resumed");
+    let resumed = resume(
+        &split_dir,
+        &data.examples,
+        valid,
+        Some(2),
+        std::slice::from_ref(&device),
+    )
+    .expect("resumed");
     assert_eq!(resumed.history.epochs.len(), 2);
     let a = full.history.epochs[1].train_loss;
     let b = resumed.history.epochs[1].train_loss;
@@ -287,7 +294,7 @@ fn diverging_loss_is_a_clear_error() {
         None,
         &cfg,
         None,
-        &device,
+        std::slice::from_ref(&device),
     )
     .expect_err("must diverge");
     assert!(
@@ -315,7 +322,7 @@ fn early_stopping_ends_a_run_that_stops_improving() {
         Some(&data.examples[..12]),
         &cfg,
         None,
-        &device,
+        std::slice::from_ref(&device),
     )
     .expect("trains");
     assert!(out.stopped_early);
@@ -397,7 +404,7 @@ fn character_features_tag_words_never_seen_in_training() {
                 ..config(SamplingStrategy::Joint, 60)
             },
             None,
-            &device,
+            std::slice::from_ref(&device),
         )
         .expect("trains");
         let (train_report, _) =
@@ -435,7 +442,7 @@ fn model_and_encoder_must_agree_on_characters() {
         None,
         &config(SamplingStrategy::Joint, 1),
         None,
-        &device,
+        std::slice::from_ref(&device),
     );
     let Err(err) = result else {
         panic!("a model reading characters trained with an encoder that makes none");
@@ -477,7 +484,7 @@ fn packed_inference_predicts_as_the_burn_model() {
         None,
         &config(SamplingStrategy::Joint, 3),
         None,
-        &device,
+        std::slice::from_ref(&device),
     )
     .expect("trains");
     let run = |engine: InferenceEngine| {

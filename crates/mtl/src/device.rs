@@ -55,6 +55,31 @@ pub fn parse(name: &str) -> Result<Device, DeviceError> {
     }
 }
 
+/// Parses a comma-separated list of device names (`cpu,cpu`, `libtorch-cuda:0,libtorch-cuda:1`)
+/// for data-parallel training: one replica per name, the first the main device.
+pub fn parse_list(names: &str) -> Result<Vec<Device>, DeviceError> {
+    let names: Vec<&str> = names.split(',').map(str::trim).collect();
+    if names.iter().any(|n| n.is_empty()) {
+        return Err(DeviceError::Unknown {
+            name: names.join(","),
+        });
+    }
+    names.into_iter().map(parse).collect()
+}
+
+/// The devices `mtl train --device NAME` trains on: the CPU as
+/// [`mtl_train::parallel::cpu_replicas`] data-parallel replicas for batches of `batch_size`,
+/// any other device once.
+pub fn training_devices(name: &str, batch_size: usize) -> Result<Vec<Device>, DeviceError> {
+    let device = parse(name)?;
+    let replicas = if is_cpu(name) {
+        mtl_train::parallel::cpu_replicas(batch_size)
+    } else {
+        1
+    };
+    Ok(vec![device; replicas])
+}
+
 #[cfg(feature = "flex")]
 fn cpu() -> Result<Device, DeviceError> {
     Ok(Device::flex())
@@ -117,6 +142,15 @@ mod tests {
         ));
         #[cfg(feature = "flex")]
         assert!(parse(" CPU ").is_ok());
+        #[cfg(feature = "flex")]
+        assert_eq!(parse_list("cpu, cpu,flex").map(|d| d.len()), Ok(3));
+        assert!(matches!(
+            parse_list("cpu,,cpu"),
+            Err(DeviceError::Unknown { .. })
+        ));
+        assert!(
+            matches!(parse_list("cpu,tpu"), Err(DeviceError::Unknown { name }) if name == "tpu")
+        );
         #[cfg(not(feature = "tch"))]
         assert_eq!(
             parse("libtorch-cuda:1").expect_err("not compiled"),

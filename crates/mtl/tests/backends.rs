@@ -324,7 +324,7 @@ fn short_training_gives_the_same_loss_curve_on_every_backend() {
             Some(valid),
             &train_config,
             None,
-            device,
+            std::slice::from_ref(device),
         )
         .expect("trains")
         .history

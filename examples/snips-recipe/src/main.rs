@@ -220,7 +220,7 @@ fn main() -> Result<()> {
         dev.as_deref(),
         &train_config,
         Some(&args.run_dir),
-        &device,
+        std::slice::from_ref(&device),
     )?;
     println!("trained in {:.0} s", started.elapsed().as_secs_f64());
 

@@ -1,0 +1,367 @@
+//! Data-parallel training steps: a batch cut into one part per device, each part's forward
+//! and backward pass on its own thread with the model forked to its device, the gradients
+//! summed on the main device. As burn-train's multi-device strategy, on any backend; losses
+//! are normalised by the whole batch's target counts (the NER loss is a mean over the real
+//! tags of the whole batch, not of each part), so a step on N replicas equals a step on one
+//! device up to float rounding. Dropout masks follow examples ([`mtl_model::dropout::seeded`]),
+//! so they too are the same however the batch is cut.
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use mtl_data::{Encoded, MultitaskBatcher};
+use mtl_model::{MultitaskTransformer, Task};
+
+use crate::error::{Error, Result};
+use crate::loss::{cross_entropy_sum, token_cross_entropy_sum};
+use crate::sampler::Pick;
+use crate::trainer::LossWeights;
+
+/// Where training steps run: one device, or replicas on several (a device may be named more
+/// than once: two replicas on the CPU use two cores).
+pub struct DataParallel {
+    /// Autodiff devices; the first is the main one (model, optimizer, summed gradients).
+    devices: Vec<Device>,
+    /// One Rayon pool per replica, with an equal share of the process's threads (one each on
+    /// two cores): each replica's matrix products run on its own cores instead of queueing in
+    /// one shared pool (measured faster; see the README).
+    pools: Vec<rayon::ThreadPool>,
+}
+
+/// The outcome of one step's forward and backward passes.
+pub struct StepOutput {
+    /// Gradients of the whole batch's loss, on the main device.
+    pub grads: GradientsParams,
+    /// The batch's mean loss per task (classification, NER), for the tasks the step trained
+    /// and that have targets in the batch.
+    pub losses: [Option<f32>; 2],
+}
+
+impl std::fmt::Debug for DataParallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataParallel")
+            .field("devices", &self.devices)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for StepOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepOutput")
+            .field("grads", &self.grads.len())
+            .field("losses", &self.losses)
+            .finish()
+    }
+}
+
+impl DataParallel {
+    /// Steps on `devices` (plain devices; the steps run on their autodiff twins).
+    pub fn new(devices: &[Device]) -> Result<Self> {
+        if devices.is_empty() {
+            return Err(Error::Option {
+                option: "devices",
+                message: "name at least one device".into(),
+            });
+        }
+        let pools = if devices.len() > 1 {
+            let threads = (rayon::current_num_threads() / devices.len()).max(1);
+            devices
+                .iter()
+                .map(|_| rayon::ThreadPoolBuilder::new().num_threads(threads).build())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Option {
+                    option: "devices",
+                    message: format!("cannot start a replica thread: {e}"),
+                })?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            devices: devices.iter().map(|d| d.clone().autodiff()).collect(),
+            pools,
+        })
+    }
+
+    /// Number of replicas.
+    pub fn replicas(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Forward and backward passes of `pick` on `items` with `model` (on the main autodiff
+    /// device, parameters as leaves), the losses weighted by `weights` and normalised by the
+    /// targets of all `items`; dropout seeded by `seed`.
+    pub fn step(
+        &self,
+        model: &MultitaskTransformer,
+        items: &[&Encoded],
+        pick: Pick,
+        weights: LossWeights,
+        seed: u64,
+        batcher: &MultitaskBatcher,
+    ) -> StepOutput {
+        let counts = target_counts(items);
+        let job = Job {
+            pick,
+            counts,
+            weights,
+            seed,
+            batcher,
+        };
+        let main = &self.devices[0];
+        let (grads, sums) = if self.devices.len() == 1 {
+            job.run(model, items, 0, main)
+        } else {
+            self.replicated(&job, model, items)
+        };
+        let losses = [0, 1].map(|t| {
+            let trained = match pick {
+                Pick::One(task) => task == Task::ALL[t],
+                Pick::Both => counts[t] > 0,
+            };
+            trained.then(|| (sums[t] / counts[t].max(1) as f64) as f32)
+        });
+        StepOutput { grads, losses }
+    }
+
+    fn replicated(
+        &self,
+        job: &Job,
+        model: &MultitaskTransformer,
+        items: &[&Encoded],
+    ) -> (GradientsParams, [f64; 2]) {
+        let main = &self.devices[0];
+        let part = items.len().div_ceil(self.devices.len()).max(1);
+        let results: Vec<(GradientsParams, [f64; 2])> = std::thread::scope(|scope| {
+            let handles: Vec<_> = items
+                .chunks(part)
+                .zip(&self.devices)
+                .zip(&self.pools)
+                .enumerate()
+                .map(|(r, ((chunk, device), pool))| {
+                    let replica = model.clone().fork(device);
+                    scope.spawn(move || pool.install(|| job.run(&replica, chunk, r * part, device)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let mut sums = [0.0; 2];
+        let mut accumulator = GradientsAccumulator::<MultitaskTransformer>::new();
+        for (grads, part_sums) in results {
+            accumulator.accumulate(model, grads.to_device(main, model));
+            sums[0] += part_sums[0];
+            sums[1] += part_sums[1];
+        }
+        (accumulator.grads(), sums)
+    }
+}
+
+/// How many CPU replicas `--device cpu` trains with: one per thread of the process's Rayon
+/// pool (its cores, or `RAYON_NUM_THREADS`), at most one per 8 examples of a `batch_size`
+/// batch. On two cores two replicas train the small and seed benchmark configurations
+/// 1.3-2.2x faster than one replica using both cores for its matrix products (README); under
+/// autodiff most of a step's element-wise work runs on one thread, which replicas multiply.
+/// Past two cores the rule is untested: replicas then share the threads.
+pub fn cpu_replicas(batch_size: usize) -> usize {
+    rayon::current_num_threads().clamp(1, (batch_size / 8).max(1))
+}
+
+/// The dropout seed of step `step` of an epoch seeded by `epoch_seed` (SplitMix64's finaliser).
+pub fn step_seed(epoch_seed: u64, step: u64) -> u64 {
+    let mut z = epoch_seed ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Targets in `items` that the losses average over: known sentence labels, and tagged first
+/// sub-tokens (as [`crate::loss::cross_entropy`] counts them in a batch of `items`).
+pub fn target_counts(items: &[&Encoded]) -> [usize; 2] {
+    let labels = items.iter().filter(|e| e.label_target >= 0).count();
+    let tags = items
+        .iter()
+        .map(|e| {
+            e.tag_targets
+                .iter()
+                .take(e.ids.len())
+                .filter(|&&t| t >= 0)
+                .count()
+        })
+        .sum();
+    [labels, tags]
+}
+
+/// What every part of one step's batch computes.
+struct Job<'a> {
+    pick: Pick,
+    /// Targets of the whole batch: labels, tags.
+    counts: [usize; 2],
+    weights: LossWeights,
+    seed: u64,
+    batcher: &'a MultitaskBatcher,
+}
+
+impl Job<'_> {
+    /// Gradients of `items` (examples `first..first + items.len()` of the batch) and the sums
+    /// of their per-target losses (classification, NER).
+    fn run(
+        &self,
+        model: &MultitaskTransformer,
+        items: &[&Encoded],
+        first: usize,
+        device: &Device,
+    ) -> (GradientsParams, [f64; 2]) {
+        let batch = self.batcher.batch(items, device);
+        let mean = |sum: Tensor<1>, t: usize, weight: f64| {
+            sum.div_scalar(self.counts[t].max(1) as f64)
+                .mul_scalar(weight)
+        };
+        let w = self.weights;
+        let (loss, sums) = mtl_model::dropout::seeded(self.seed, first, || match self.pick {
+            Pick::One(Task::Classification) => {
+                let sum = cross_entropy_sum(
+                    model.classify_with(batch.tokens, batch.padding_mask, batch.chars),
+                    batch.label_targets,
+                );
+                (mean(sum.clone(), 0, w.classification), [Some(sum), None])
+            }
+            Pick::One(Task::Ner) => {
+                let sum = token_cross_entropy_sum(
+                    model.tag_with(batch.tokens, batch.padding_mask, batch.chars),
+                    batch.tag_targets,
+                );
+                (mean(sum.clone(), 1, w.ner), [None, Some(sum)])
+            }
+            Pick::Both => {
+                let out = model.forward_joint_with(batch.tokens, batch.padding_mask, batch.chars);
+                let c = cross_entropy_sum(out.classification, batch.label_targets);
+                let n = token_cross_entropy_sum(out.ner, batch.tag_targets);
+                (
+                    mean(c.clone(), 0, w.classification) + mean(n.clone(), 1, w.ner),
+                    [Some(c), Some(n)],
+                )
+            }
+        });
+        let sums = sums.map(|s| s.map_or(0.0, |s| f64::from(s.into_scalar::<f32>())));
+        (GradientsParams::from_grads(loss.backward(), model), sums)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{ModuleVisitor, Param};
+    use mtl_data::IGNORE_INDEX;
+    use mtl_model::MultitaskConfig;
+    use proptest::prelude::*;
+
+    /// Every gradient of `model` in `grads`, flattened in visiting order.
+    fn flat(model: &MultitaskTransformer, grads: &GradientsParams) -> Vec<f32> {
+        struct Collect<'a>(&'a GradientsParams, Vec<f32>);
+        impl ModuleVisitor for Collect<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(g) = self.0.get::<D>(param.id) {
+                    self.1
+                        .extend(g.into_data().try_to_vec::<f32>().expect("f32 gradients"));
+                }
+            }
+        }
+        let mut c = Collect(grads, Vec::new());
+        model.visit(&mut c);
+        c.1
+    }
+
+    /// Example `i`: a label on even examples only, tags on all but every third.
+    fn item(i: usize, len: usize) -> Encoded {
+        Encoded {
+            ids: (0..len)
+                .map(|t| 1 + ((i * 7 + t * 3) % 40) as u32)
+                .collect(),
+            word_ids: (0..len).map(Some).collect(),
+            label_target: if i.is_multiple_of(2) {
+                (i % 3) as i64
+            } else {
+                IGNORE_INDEX
+            },
+            tag_targets: (0..len)
+                .map(|t| {
+                    if i % 3 == 2 {
+                        IGNORE_INDEX
+                    } else {
+                        ((i + t) % 5) as i64
+                    }
+                })
+                .collect(),
+            has_label: i.is_multiple_of(2),
+            has_tags: i % 3 != 2,
+            truncated: false,
+            chars: Vec::new(),
+        }
+    }
+
+    fn model(device: &Device) -> MultitaskTransformer {
+        let config = MultitaskConfig::new(41, 3, 5)
+            .with_d_model(16)
+            .with_nhead(2)
+            .with_num_encoder_layers(1)
+            .with_dim_feedforward(32)
+            .with_dropout(0.2)
+            .with_max_seq_length(16);
+        device.seed(4);
+        MultitaskTransformer::new(&config, device)
+            .expect("valid config")
+            .valid()
+            .to_device(&device.clone().autodiff())
+            .train()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+        /// One step on 1..=4 replicas gives the one-device gradients and losses (within float
+        /// rounding), for every task pick, any batch size (fewer examples than replicas
+        /// included) and lengths that pad each part differently.
+        #[test]
+        fn replicas_give_the_one_device_step(
+            lengths in proptest::collection::vec(1usize..12, 1..9),
+            replicas in 2usize..5,
+            pick in 0usize..3,
+        ) {
+            let cpu = Device::flex();
+            let m = model(&cpu);
+            let items: Vec<Encoded> = lengths.iter().enumerate().map(|(i, &l)| item(i, l)).collect();
+            let refs: Vec<&Encoded> = items.iter().collect();
+            let pick = [Pick::One(Task::Classification), Pick::One(Task::Ner), Pick::Both][pick];
+            let weights = LossWeights { classification: 0.7, ner: 1.3 };
+            let batcher = MultitaskBatcher::new(0);
+            let one = DataParallel::new(std::slice::from_ref(&cpu)).expect("one device");
+            let many = DataParallel::new(&vec![cpu.clone(); replicas]).expect("replicas");
+            let a = one.step(&m, &refs, pick, weights, 11, &batcher);
+            let b = many.step(&m, &refs, pick, weights, 11, &batcher);
+            for (x, y) in a.losses.iter().zip(&b.losses) {
+                prop_assert_eq!(x.is_some(), y.is_some());
+                if let (Some(x), Some(y)) = (x, y) {
+                    prop_assert!((x - y).abs() <= 1e-5 * x.abs().max(1e-3), "loss {} vs {}", x, y);
+                }
+            }
+            let (ga, gb) = (flat(&m, &a.grads), flat(&m, &b.grads));
+            prop_assert_eq!(ga.len(), gb.len());
+            let scale = ga.iter().fold(0.0f32, |s, g| s.max(g.abs())).max(1e-6);
+            for (i, (x, y)) in ga.iter().zip(&gb).enumerate() {
+                prop_assert!((x - y).abs() <= 2e-5 * scale, "gradient {}: {} vs {}", i, x, y);
+            }
+        }
+    }
+
+    #[test]
+    fn counts_are_the_targets_the_losses_average_over() {
+        let items: Vec<Encoded> = (0..6).map(|i| item(i, 4)).collect();
+        let refs: Vec<&Encoded> = items.iter().collect();
+        // Labels on 0, 2, 4; tags on all but 2 and 5, 4 tokens each.
+        assert_eq!(target_counts(&refs), [3, 16]);
+        assert!(DataParallel::new(&[]).is_err());
+        assert_ne!(step_seed(1, 0), step_seed(1, 1));
+        assert_ne!(step_seed(1, 0), step_seed(2, 0));
+    }
+}
