@@ -79,7 +79,7 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
         return x;
     }
-    if !hashed_mask_device(&device) {
+    if !crate::is_cpu_backend(&device) {
         return layer.forward(x);
     }
     let shape = x.shape();
@@ -121,7 +121,7 @@ pub fn dropout_rows(layer: &Dropout, x: Tensor<2>, rows: &[usize], seq: usize) -
     if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
         return x;
     }
-    if !hashed_mask_device(&device) {
+    if !crate::is_cpu_backend(&device) {
         return layer.forward(x);
     }
     let [tokens, width] = x.dims();
@@ -134,17 +134,6 @@ pub fn dropout_rows(layer: &Dropout, x: Tensor<2>, rows: &[usize], seq: usize) -
         keep_mask_at(seed, (row % seq) * width, layer.prob, out);
     }
     x * Tensor::<2>::from_data(TensorData::new(mask, [tokens, width]), &device)
-}
-
-#[cfg(feature = "flex")]
-fn hashed_mask_device(device: &Device) -> bool {
-    // Device equality ignores autodiff: an autodiff flex device equals `Device::flex()`.
-    *device == Device::flex()
-}
-
-#[cfg(not(feature = "flex"))]
-fn hashed_mask_device(_device: &Device) -> bool {
-    false
 }
 
 /// 48 bits from the backend's generator (two draws of its default distribution, 24 bits each).

@@ -44,3 +44,17 @@ pub use packed::{PackedInput, PackedModel, PackedOutput};
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `device` is Burn's pure-Rust CPU backend (flex), whose tensors live in host memory:
+/// there mtl draws dropout masks and runs optimizer updates on the host. Autodiff does not
+/// matter (an autodiff flex device equals the plain one).
+#[cfg(feature = "flex")]
+pub fn is_cpu_backend(device: &burn::tensor::Device) -> bool {
+    *device == burn::tensor::Device::flex()
+}
+
+/// Whether `device` is Burn's pure-Rust CPU backend (never, without the `flex` feature).
+#[cfg(not(feature = "flex"))]
+pub fn is_cpu_backend(_device: &burn::tensor::Device) -> bool {
+    false
+}

@@ -4,11 +4,20 @@
 //!
 //! Burn's own AdamW decays every parameter and clips per tensor; this one keeps PyTorch's
 //! semantics. State is keyed by parameter path, so it survives save and load.
+//!
+//! On the CPU backend the update is one fused pass per parameter over host memory, split over
+//! the Rayon pool: flex runs each element-wise tensor op on one thread, and the ~15 ops of an
+//! update were a third of a SNIPS training step (10 of 32 s an epoch). Flex hands over a
+//! tensor's buffer without copying when nothing else holds it, and takes it back the same way,
+//! so the pass reads and writes parameter, gradient and moments once each. The arithmetic is
+//! the tensor path's, operation for operation, in f32 (equal within 1e-5 relative, tested).
 
 use std::collections::HashMap;
+
+use rayon::prelude::*;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -217,6 +226,148 @@ impl ModuleMapper for Updater<'_> {
     }
 }
 
+/// Whether `module`'s parameters live on the CPU backend, where [`HostUpdater`] runs.
+fn on_host<M: Module>(module: &M) -> bool {
+    struct First(Option<Device>);
+    impl ModuleVisitor for First {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.0.is_none() {
+                self.0 = Some(param.val().device());
+            }
+        }
+    }
+    let mut first = First(None);
+    module.visit(&mut first);
+    first.0.is_some_and(|d| mtl_model::is_cpu_backend(&d))
+}
+
+/// A tensor's values as host `f32`s (without a copy when the tensor holds its buffer alone).
+fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor reads back as f32")
+}
+
+/// The gradients on the host, by parameter, and their global norm.
+struct HostGrads;
+
+impl HostGrads {
+    fn take<M: Module>(
+        module: &M,
+        mut grads: GradientsParams,
+    ) -> (HashMap<ParamId, Vec<f32>>, f64) {
+        struct Take<'a> {
+            grads: &'a mut GradientsParams,
+            out: HashMap<ParamId, Vec<f32>>,
+        }
+        impl ModuleVisitor for Take<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(g) = self.grads.remove::<D>(param.id) {
+                    self.out.insert(param.id, host_values(g));
+                }
+            }
+        }
+        let mut take = Take {
+            grads: &mut grads,
+            out: HashMap::new(),
+        };
+        module.visit(&mut take);
+        let sum: f64 = take
+            .out
+            .values()
+            .map(|g| {
+                g.par_chunks(CHUNK)
+                    .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+                    .sum::<f64>()
+            })
+            .sum();
+        (take.out, sum.sqrt())
+    }
+}
+
+/// One chunk of parameter, first moment, second moment and gradient, as the host update
+/// zips them.
+type ChunkOf4<'a> = (((&'a mut [f32], &'a mut [f32]), &'a mut [f32]), &'a [f32]);
+
+/// Elements per parallel task of the host update.
+const CHUNK: usize = 1 << 14;
+
+/// [`Updater`] on host memory: one fused pass per parameter.
+struct HostUpdater<'a> {
+    opt: &'a mut AdamW,
+    grads: HashMap<ParamId, Vec<f32>>,
+    scales: &'a LrScales,
+    lr: f64,
+    clip: f64,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for HostUpdater<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(g) = self.grads.remove(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let tracked = tensor.is_require_grad();
+        let shape = tensor.shape();
+        let inner = tensor.inner();
+        let device = inner.device();
+        let mut p = host_values(inner);
+        let n = p.len();
+        let key = self.path.join(".");
+        let lr = self.lr * self.scales.factor(&self.path);
+        let c = self.opt.config;
+        let (mut m, mut v) = match self.opt.state.remove(&key) {
+            Some(s) => (host_values(s.m), host_values(s.v)),
+            None => (vec![0.0; n], vec![0.0; n]),
+        };
+        let t = self.opt.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2 = 1.0 - c.beta2.powi(t);
+        let decay = if D >= 2 { c.weight_decay } else { 0.0 };
+        // The scalars as the tensor path hands them to its f32 ops.
+        let clip = (self.clip < 1.0).then_some(self.clip as f32);
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        let (ob1, ob2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
+        let keep = (decay > 0.0).then_some((1.0 - lr * decay) as f32);
+        let (sbc2, eps, rate) = (bc2.sqrt() as f32, c.eps as f32, (lr / bc1) as f32);
+        let update = |(((p, m), v), g): ChunkOf4| {
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                let g = clip.map_or(g, |k| g * k);
+                *m = *m * b1 + g * ob1;
+                *v = *v * b2 + (g * g) * ob2;
+                if let Some(k) = keep {
+                    *p *= k;
+                }
+                let denom = v.sqrt() / sbc2 + eps;
+                *p -= (*m / denom) * rate;
+            }
+        };
+        debug_assert!(n == g.len() && n == m.len() && n == v.len());
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(update);
+        let moments = Moments {
+            m: Tensor::from_data(TensorData::new(m, [n]), &device),
+            v: Tensor::from_data(TensorData::new(v, [n]), &device),
+        };
+        self.opt.state.insert(key, moments);
+        let mut out = Tensor::from_inner(Tensor::from_data(TensorData::new(p, shape), &device));
+        if tracked {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
 impl AdamW {
     /// A fresh optimizer.
     pub fn new(config: AdamWConfig) -> Self {
@@ -250,10 +401,45 @@ impl AdamW {
         &mut self,
         lr: f64,
         module: M,
-        mut grads: GradientsParams,
+        grads: GradientsParams,
         max_grad_norm: Option<f64>,
         scales: &LrScales,
     ) -> (M, StepInfo) {
+        let host = on_host(&module);
+        self.step_on(lr, module, grads, max_grad_norm, scales, host)
+    }
+
+    /// [`step_scaled`](Self::step_scaled), fused on host memory or as tensor ops.
+    fn step_on<M: Module>(
+        &mut self,
+        lr: f64,
+        module: M,
+        mut grads: GradientsParams,
+        max_grad_norm: Option<f64>,
+        scales: &LrScales,
+        host: bool,
+    ) -> (M, StepInfo) {
+        if host {
+            let (host, grad_norm) = HostGrads::take(&module, grads);
+            let clip = clip_coefficient(grad_norm, max_grad_norm);
+            self.step += 1;
+            let mut updater = HostUpdater {
+                opt: self,
+                grads: host,
+                scales,
+                lr,
+                clip,
+                path: Vec::new(),
+            };
+            let module = module.map(&mut updater);
+            return (
+                module,
+                StepInfo {
+                    grad_norm,
+                    clip_coef: clip,
+                },
+            );
+        }
         let grad_norm = global_grad_norm(&module, &grads);
         let clip = clip_coefficient(grad_norm, max_grad_norm);
         self.step += 1;
@@ -469,6 +655,89 @@ mod tests {
                 assert!((g - e).abs() < 2e-6, "step {}: {g} vs {e}", step["step"]);
             }
         }
+    }
+
+    /// The fused host update is the tensor-op update, operation for operation: the same
+    /// parameters and moments after steps with weight decay, clipping and a scaled rate, up to
+    /// the last bits (flex's scalar division and the f64 gradient norm round differently).
+    #[test]
+    fn host_update_equals_tensor_update() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let layer: Linear = LinearConfig::new(40, 24).init(&device);
+        let (mut a, mut b) = (layer.clone(), layer);
+        let config = AdamWConfig {
+            weight_decay: 0.05,
+            ..AdamWConfig::default()
+        };
+        let (mut oa, mut ob) = (AdamW::new(config), AdamW::new(config));
+        let scales = LrScales::new(1e-3, Some(5e-3), None, 1);
+        for step in 0..4 {
+            let w = Tensor::<2>::random(
+                [40, 24],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &Device::flex(),
+            );
+            let mut rows: Vec<f32> = w.into_data().try_to_vec().expect("f32");
+            rows.iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x *= ((i + step) % 7) as f32 * 0.3);
+            let bias: Vec<f32> = rows[..24].iter().map(|x| x * 0.5).collect();
+            let grads = |layer: &Linear| {
+                let mut g = GradientsParams::new();
+                let flex = Device::flex();
+                g.register(
+                    layer.weight.id,
+                    Tensor::<2>::from_data(TensorData::new(rows.clone(), [40, 24]), &flex),
+                );
+                g.register(
+                    layer.bias.as_ref().expect("bias").id,
+                    Tensor::<1>::from_data(TensorData::new(bias.clone(), [24]), &flex),
+                );
+                g
+            };
+            let (ga, gb) = (grads(&a), grads(&b));
+            // Clipping on in even steps.
+            let clip = (step % 2 == 0).then_some(0.5);
+            let (na, ia) = oa.step_on(2e-3, a, ga, clip, &scales, true);
+            let (nb, ib) = ob.step_on(2e-3, b, gb, clip, &scales, false);
+            (a, b) = (na, nb);
+            assert!(
+                (ia.grad_norm - ib.grad_norm).abs() <= 1e-5 * ib.grad_norm,
+                "step {step}"
+            );
+            for (x, y) in [(a.weight.val(), b.weight.val())] {
+                let (x, y): (Vec<f32>, Vec<f32>) = (
+                    x.into_data().try_to_vec().expect("f32"),
+                    y.into_data().try_to_vec().expect("f32"),
+                );
+                for (p, q) in x.iter().zip(&y) {
+                    assert!(
+                        (p - q).abs() <= 1e-5 * q.abs().max(1e-3),
+                        "step {step}: {p} vs {q}"
+                    );
+                }
+            }
+            assert!(
+                a.weight.val().is_require_grad(),
+                "the parameter stays trainable"
+            );
+        }
+        for (key, ma) in &oa.state {
+            let mb = &ob.state[key];
+            let (x, y): (Vec<f32>, Vec<f32>) = (
+                ma.v.clone().into_data().try_to_vec().expect("f32"),
+                mb.v.clone().into_data().try_to_vec().expect("f32"),
+            );
+            assert_eq!(x.len(), y.len());
+            for (p, q) in x.iter().zip(&y) {
+                assert!(
+                    (p - q).abs() <= 1e-5 * q.abs().max(1e-6),
+                    "{key}: {p} vs {q}"
+                );
+            }
+        }
+        assert_eq!(oa.state.len(), 2);
     }
 
     #[test]
