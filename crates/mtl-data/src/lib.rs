@@ -72,6 +72,7 @@ mod read;
 mod tags;
 mod text;
 mod vocab;
+mod words;
 
 pub use batch::{Batch, BatchPlan, MultitaskBatcher, plan_batches};
 pub use chars::{CHAR_PAD, CharSpec};
@@ -82,9 +83,10 @@ pub use error::{Error, Problem, Result};
 pub use example::{Example, Source, Span, TextEntity};
 pub use labels::LabelMap;
 pub use read::{
-    Format, ReadOptions, ReadReport, Splits, parse_conll, parse_jsonl, read_examples, read_split,
-    read_splits,
+    Format, NO_TAG, ReadOptions, ReadReport, Splits, parse_conll, parse_jsonl, read_examples,
+    read_split, read_splits,
 };
 pub use tags::{EntitySpan, TagScheme, iob2_to_spans, spans_to_iob2, to_iob2};
 pub use text::{TOKENIZER_FILE, TextEncoder, VOCAB_FILE, WordPieces};
 pub use vocab::{WordVocab, WordVocabConfig};
+pub use words::WordSplit;
