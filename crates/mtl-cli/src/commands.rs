@@ -311,20 +311,14 @@ pub fn train(args: TrainArgs) -> Result<()> {
         )?
     };
 
+    let best_epoch = plot::best_epoch(&outcome.history);
     let curve = args.out.join("training_curve.svg");
-    plot::training_curve(&outcome.history, &curve)?;
+    plot::training_curve(&outcome.history, best_epoch, &curve)?;
     // Final figures come from the best checkpoint, as `mtl eval` would load it.
     let (model, encoder) = mtl::train::trainer::load_model_dir(&args.out, &device)?;
     let model = model.valid();
     let batch = file.train.eval_batch_size;
     let mut metrics = serde_json::Map::new();
-    let best_epoch = outcome
-        .history
-        .epochs
-        .iter()
-        .filter(|e| e.score.is_some())
-        .max_by(|a, b| a.score.unwrap_or(0.0).total_cmp(&b.score.unwrap_or(0.0)))
-        .map(|e| e.epoch);
     metrics.insert("epochs".into(), json!(outcome.history.epochs.len()));
     metrics.insert("best_epoch".into(), json!(best_epoch));
     metrics.insert("stopped_early".into(), json!(outcome.stopped_early));
@@ -341,7 +335,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         json!(started.elapsed().as_secs_f64()),
     );
     let text = serde_json::to_string_pretty(&metrics)?;
-    mtl::model::write_atomic(&args.out.join("metrics.json"), text.as_bytes())?;
+    let path = args.out.join("metrics.json");
+    mtl::model::write_atomic(&path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     println!("{text}");
     eprintln!(
         "run written to {} (best model in {}/best, curve in {})",
