@@ -778,3 +778,53 @@ fn raw_text_with_punctuation_trains_and_predicts() {
         );
     }
 }
+
+/// Labels and entity types the model never saw are counted and named; `--split` on a single
+/// file is said to be ignored.
+#[test]
+fn eval_names_unseen_labels_and_an_ignored_split() {
+    let run = trained_run().to_str().expect("utf8").to_owned();
+    let dir = scratch("unseen");
+    let data = dir.join("new.jsonl");
+    std::fs::write(
+        &data,
+        "{\"tokens\": [\"refund\", \"my\", \"kindle\"], \"tags\": [\"O\", \"O\", \"B-product\"], \"label\": \"refund\"}\n\
+         {\"tokens\": [\"refund\", \"it\"], \"label\": \"refund\"}\n\
+         {\"tokens\": [\"play\", \"jazz\"], \"label\": \"play_music\"}\n",
+    )
+    .expect("data");
+    let o = mtl(&[
+        "eval",
+        "--model",
+        &run,
+        "--data",
+        data.to_str().expect("utf8"),
+        "--split",
+        "dev",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(r["unseen"]["labels"], serde_json::json!({"refund": 2}));
+    assert_eq!(
+        r["unseen"]["entity_types"],
+        serde_json::json!({"product": 1})
+    );
+    assert!(
+        err.contains(
+            "warning: 2 evaluation examples have sentence labels the model never saw: refund (2)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: 1 evaluation entities have types the model never saw: product (1)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "warning: --split dev ignored: {} is one file, evaluated whole",
+            data.display()
+        )),
+        "{err}"
+    );
+}
