@@ -327,7 +327,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
         if let Some(examples) = examples {
             let options = PredictOptions::new(batch).with_engine(engine_arg("auto", &args.device)?);
             let (report, _) = evaluate_with(&model, &encoder, examples, &options, &device)?;
-            metrics.insert(name.into(), eval_json(&report));
+            let mut split = eval_json(&report);
+            if let Some(object) = split.as_object_mut() {
+                let (_, encode_report) = encoder.encode_all(examples)?;
+                object.insert("truncated".into(), json!(encode_report.truncated));
+            }
+            metrics.insert(name.into(), split);
         }
     }
     metrics.insert(

@@ -77,6 +77,9 @@ fn trained_run() -> &'static PathBuf {
         for key in ["valid", "test", "best_epoch"] {
             assert!(metrics.get(key).is_some(), "metrics lack {key}");
         }
+        // Truncated examples are counted per split (none at 32 tokens on the quickstart).
+        assert_eq!(metrics.pointer("/valid/truncated").and_then(|v| v.as_u64()), Some(0));
+        assert_eq!(metrics.pointer("/test/truncated").and_then(|v| v.as_u64()), Some(0));
         for f in ["metrics.json", "history.jsonl", "training_curve.svg", "config.toml", "best/model.bpk", "last/optimizer.bin"] {
             assert!(out.join(f).exists(), "{f} missing");
         }
