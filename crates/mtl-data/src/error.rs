@@ -300,3 +300,60 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and its causes joined as `mtl` prints them (`anyhow`'s `{:#}`).
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut parts = vec![e.to_string()];
+        let mut source = e.source();
+        while let Some(s) = source {
+            parts.push(s.to_string());
+            source = s.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn every_cause_is_printed_once() {
+        let json = || serde_json::from_str::<u32>("x").expect_err("not JSON");
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                Error::io("data/x.jsonl", io()),
+                "data/x.jsonl: No such file",
+            ),
+            (
+                Error::Data {
+                    file: "t.jsonl".into(),
+                    line: 3,
+                    problem: Problem::Json { error: json() },
+                },
+                "t.jsonl:3: malformed JSON line: expected value at line 1 column 1",
+            ),
+            (
+                Error::Json {
+                    path: "labels.json".into(),
+                    source: json(),
+                },
+                "labels.json: invalid JSON: expected value at line 1 column 1",
+            ),
+            (
+                Error::Example(Problem::EmptyLabel),
+                "invalid example: empty sentence label: expected a label",
+            ),
+            (
+                Error::Tokenizer {
+                    path: Some("tokenizer.json".into()),
+                    source: "bad vocab".into(),
+                },
+                "tokenizer.json: tokenizer error: bad vocab",
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(chain(&error), want);
+        }
+    }
+}

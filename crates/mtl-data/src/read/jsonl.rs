@@ -658,6 +658,46 @@ mod tests {
     }
 
     proptest! {
+        /// Entities next to punctuation (no space between) are on word boundaries when
+        /// punctuation is split off, and come back at the same character offsets.
+        #[test]
+        fn entities_next_to_punctuation_round_trip(
+            parts in proptest::collection::vec(
+                ("[a-zé]{1,5}|[A-Z][0-9]{2,4}|日本", "[,.:!?)(\"]{0,2}", " {0,1}", proptest::bool::ANY),
+                1..8,
+            )
+        ) {
+            let mut text = String::new();
+            let mut entities = Vec::new();
+            for (word, punct, space, entity) in &parts {
+                // A word glued to the previous punctuation would merge with a previous word.
+                if !text.is_empty() && !text.ends_with(' ') && !text.ends_with(|c: char| ",.:!?)(\"".contains(c)) {
+                    text.push(' ');
+                }
+                let start = text.chars().count();
+                text.push_str(word);
+                if *entity {
+                    entities.push((start, text.chars().count(), "thing".to_owned()));
+                }
+                text.push_str(punct);
+                text.push_str(space);
+            }
+            let record = serde_json::json!({
+                "text": text,
+                "entities": entities.iter().map(|(s, e, l)| serde_json::json!({"start": s, "end": e, "label": l})).collect::<Vec<_>>(),
+            });
+            let (examples, _) = parse(&record.to_string()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let tags = examples[0].tags.clone().unwrap_or_default();
+            let back: Vec<(usize, usize, String)> = examples[0]
+                .text_entities(&tags)
+                .into_iter()
+                .map(|t| (t.start, t.end, t.label))
+                .collect();
+            // Adjacent entities of one type merge into one span only if IOB2 said so; each
+            // entity is its own B- here, so they come back one by one.
+            prop_assert_eq!(back, entities);
+        }
+
         #[test]
         fn character_entities_round_trip((text, entities, spans) in arb_text_and_spans()) {
             let record = serde_json::json!({
