@@ -622,6 +622,16 @@ pub fn score(args: ScoreArgs) -> Result<()> {
             }
             (gold, pred, path.clone(), path.clone())
         }
+        (None, Some(g), Some(p))
+            if g == p && args.gold_column.is_none() && args.pred_column.is_none() =>
+        {
+            bail!(
+                "--gold and --pred are the same file {}: both would read its last column; \
+                 for a file of `mtl eval --predictions` use --predictions FILE (or name the \
+                 columns with --gold-column and --pred-column)",
+                g.display()
+            )
+        }
         (None, Some(g), Some(p)) => (
             read_tag_columns(g, &[column(args.gold_column)])?,
             read_tag_columns(p, &[column(args.pred_column)])?,

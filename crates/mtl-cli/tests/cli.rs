@@ -535,6 +535,10 @@ fn errors_are_said_once() {
             vec!["score", "--predictions", "no/such.conll"],
             "no/such.conll: No such file or directory",
         ),
+        (
+            vec!["score", "--gold", "a.conll", "--pred", "a.conll"],
+            "use --predictions FILE",
+        ),
     ];
     for (args, needle) in catalogue {
         let o = mtl(&args);
