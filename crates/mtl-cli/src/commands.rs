@@ -2,15 +2,15 @@
 
 use std::fs;
 use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mtl::burn::module::Module;
 use mtl::burn::tensor::Device;
 use mtl::data::{
-    Encoder, Example, Format, ReadOptions, ReadReport, TOKENIZER_FILE, TagScheme, TextEncoder,
-    WordVocab, WordVocabConfig, iob2_to_spans, read_examples, read_split, read_splits, to_iob2,
+    Encoder, Example, Format, NO_TAG, ReadOptions, ReadReport, TOKENIZER_FILE, TagScheme,
+    TextEncoder, WordVocab, WordVocabConfig, iob2_to_spans, read_examples, read_splits, to_iob2,
 };
 use mtl::model::MultitaskTransformer;
 use mtl::model::hf::{self, HfConfig};
@@ -19,11 +19,12 @@ use mtl::train::eval::{
     EvalReport, PredictOptions, Prediction, predict_encoded, score as score_predictions,
 };
 use mtl::train::metrics::{Mode, Scheme, entity_report, token_accuracy};
-use mtl::train::trainer::{BEST_DIR, ProgressMode, TrainConfig, load_model_dir};
+use mtl::train::trainer::{BEST_DIR, LAST_DIR, ProgressMode, TrainConfig, checkpoint_dir};
 use mtl::train::{InferenceEngine, embed as embed_encoded, evaluate_with, fit, resume};
 use serde_json::json;
 
 use crate::config::{FileConfig, TokenizerKind};
+use crate::inputs;
 use crate::{EmbedArgs, EvalArgs, ExportArgs, PredictArgs, ScoreArgs, TrainArgs, plot};
 use mtl::device;
 
@@ -148,9 +149,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if devices.len() > 1 {
         eprintln!("data-parallel training on {} replicas", devices.len());
     }
+    let words = if args.resume {
+        inputs::check_resumable(&args.out)?;
+        // Split raw text as the run was trained to, whatever the config now says.
+        Encoder::load(&checkpoint_dir(&args.out.join(LAST_DIR)))?.words
+    } else {
+        file.tokenizer.words
+    };
     let opts = ReadOptions {
         scheme: file.data.scheme()?,
         lenient: file.data.lenient,
+        words,
     };
     let data = load_train_data(&args, &opts)?;
     eprintln!(
@@ -159,9 +168,23 @@ pub fn train(args: TrainArgs) -> Result<()> {
         data.valid.as_ref().map_or(0, Vec::len),
         data.test.as_ref().map_or(0, Vec::len)
     );
+    inputs::check_train_annotations(&data.train, &args.data.data)?;
+    if data.valid.is_none() {
+        eprintln!(
+            "warning: no validation data ({} has no dev split and --valid is not given): no \
+             early stopping, no best epoch (best/ is the last epoch), and no validation metrics",
+            args.data.data.display()
+        );
+    }
+    let provenance = inputs::provenance(&[
+        ("train", Some(&data.train)),
+        ("valid", data.valid.as_deref()),
+        ("test", data.test.as_deref()),
+    ])?;
 
     let outcome = if args.resume {
         eprintln!("resuming {}", args.out.display());
+        inputs::write_provenance(&args.out, provenance, true)?;
         resume(
             &args.out,
             &data.train,
@@ -212,13 +235,30 @@ pub fn train(args: TrainArgs) -> Result<()> {
             }
         };
         let encoder = Encoder::build(&data.train, text, max_seq_length)?
-            .with_chars(file.model.char_spec()?)?;
-        let (_, enc_report) = encoder.encode_all(&data.train)?;
-        if enc_report.truncated > 0 {
-            eprintln!(
-                "{} training examples truncated to max_seq_length {}",
-                enc_report.truncated, max_seq_length
-            );
+            .with_chars(file.model.char_spec()?)?
+            .with_words(words);
+        for (what, examples) in [
+            ("training", Some(&data.train)),
+            ("validation", data.valid.as_ref()),
+        ] {
+            let Some(examples) = examples else { continue };
+            let (_, enc_report) = encoder.encode_all(examples)?;
+            if enc_report.truncated > 0 {
+                eprintln!(
+                    "{} of {} {what} examples truncated to max_seq_length {max_seq_length} \
+                     (words past it are not {})",
+                    enc_report.truncated,
+                    examples.len(),
+                    if what == "training" {
+                        "learned from"
+                    } else {
+                        "scored as predicted"
+                    }
+                );
+            }
+        }
+        if let Some(valid) = &data.valid {
+            inputs::warn_unseen("validation", valid, &encoder);
         }
         let config = match &hf {
             Some(hf) => {
@@ -232,11 +272,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 encoder.text.pad_id(),
             ),
         };
+        // The counts of labels.json and tags.json (the heads have at least one output).
         eprintln!(
-            "model: vocab {}, {} labels, {} tags, d_model {}, {} heads, {} layers, ff {}",
+            "model: vocab {}, {} sentence labels, {} tags, d_model {}, {} heads, {} layers, ff {}",
             config.vocab_size,
-            config.num_classes,
-            config.num_ner_tags,
+            encoder.labels.len(),
+            encoder.tags.len(),
             config.d_model,
             config.nhead,
             config.num_encoder_layers,
@@ -266,6 +307,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         };
         fs::create_dir_all(&args.out)
             .with_context(|| format!("cannot create {}", args.out.display()))?;
+        inputs::write_provenance(&args.out, provenance, false)?;
         let toml = toml::to_string_pretty(&file).context("cannot serialise the config")?;
         mtl::model::write_atomic(&args.out.join("config.toml"), toml.as_bytes())
             .with_context(|| format!("cannot write {}", args.out.join("config.toml").display()))?;
@@ -280,20 +322,14 @@ pub fn train(args: TrainArgs) -> Result<()> {
         )?
     };
 
+    let best_epoch = plot::best_epoch(&outcome.history);
     let curve = args.out.join("training_curve.svg");
-    plot::training_curve(&outcome.history, &curve)?;
+    plot::training_curve(&outcome.history, best_epoch, &curve)?;
     // Final figures come from the best checkpoint, as `mtl eval` would load it.
-    let (model, encoder) = load_model_dir(&args.out, &device)?;
+    let (model, encoder) = mtl::train::trainer::load_model_dir(&args.out, &device)?;
     let model = model.valid();
     let batch = file.train.eval_batch_size;
     let mut metrics = serde_json::Map::new();
-    let best_epoch = outcome
-        .history
-        .epochs
-        .iter()
-        .filter(|e| e.score.is_some())
-        .max_by(|a, b| a.score.unwrap_or(0.0).total_cmp(&b.score.unwrap_or(0.0)))
-        .map(|e| e.epoch);
     metrics.insert("epochs".into(), json!(outcome.history.epochs.len()));
     metrics.insert("best_epoch".into(), json!(best_epoch));
     metrics.insert("stopped_early".into(), json!(outcome.stopped_early));
@@ -302,7 +338,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
         if let Some(examples) = examples {
             let options = PredictOptions::new(batch).with_engine(engine_arg("auto", &args.device)?);
             let (report, _) = evaluate_with(&model, &encoder, examples, &options, &device)?;
-            metrics.insert(name.into(), eval_json(&report));
+            let mut split = eval_json(&report);
+            if let Some(object) = split.as_object_mut() {
+                let (_, encode_report) = encoder.encode_all(examples)?;
+                object.insert("truncated".into(), json!(encode_report.truncated));
+            }
+            metrics.insert(name.into(), split);
         }
     }
     metrics.insert(
@@ -310,7 +351,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         json!(started.elapsed().as_secs_f64()),
     );
     let text = serde_json::to_string_pretty(&metrics)?;
-    mtl::model::write_atomic(&args.out.join("metrics.json"), text.as_bytes())?;
+    let path = args.out.join("metrics.json");
+    mtl::model::write_atomic(&path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     println!("{text}");
     eprintln!(
         "run written to {} (best model in {}/best, curve in {})",
@@ -331,32 +374,32 @@ fn eval_json(report: &EvalReport) -> serde_json::Value {
     v
 }
 
-fn load_eval_data(args: &EvalArgs) -> Result<Vec<Example>> {
-    let format = format_arg(&args.data.format)?;
-    let opts = ReadOptions::default();
-    let path = &args.data.data;
-    let is_split_root = path.is_dir() && path.join(&args.split).exists()
-        || path.is_dir()
-            && fs::read_dir(path)?.flatten().any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{}.", args.split))
-            });
-    let (examples, report) = if is_split_root {
-        read_split(path, &args.split, format, &opts)?
-    } else {
-        read_examples(path, format, &opts)?
-    };
-    report_reading("evaluation data", &report);
-    Ok(examples)
-}
-
 pub fn eval(args: EvalArgs) -> Result<()> {
     let device = device::parse(&args.device)?;
-    let (model, encoder) = load_model_dir(&args.model, &device)?;
+    let (model, encoder) = inputs::load_model(&args.model, &device)?;
     let model = model.valid();
-    let examples = load_eval_data(&args)?;
-    let (encoded, _) = encoder.encode_all(&examples)?;
+    let opts = ReadOptions {
+        words: encoder.words,
+        ..ReadOptions::default()
+    };
+    let (examples, report) = inputs::read_eval_data(
+        &args.data.data,
+        args.split.as_deref(),
+        format_arg(&args.data.format)?,
+        &opts,
+    )?;
+    report_reading("evaluation data", &report);
+    let unseen = inputs::warn_unseen("evaluation", &examples, &encoder);
+    let (encoded, encode_report) = encoder.encode_all(&examples)?;
+    if encode_report.truncated > 0 {
+        eprintln!(
+            "warning: {} of {} evaluation examples truncated to max_seq_length {}: words past \
+             it are predicted O",
+            encode_report.truncated,
+            examples.len(),
+            encoder.max_seq_length
+        );
+    }
     let options = PredictOptions::new(args.batch_size)
         .with_decoding(decoding_arg(&args.decoding)?)
         .with_engine(engine_arg(&args.engine, &args.device)?);
@@ -367,7 +410,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         write_conll(path, &examples, &predictions)?;
         eprintln!("predictions written to {}", path.display());
     }
-    println!("{}", serde_json::to_string_pretty(&eval_json(&report))?);
+    let mut out = eval_json(&report);
+    if let Some(object) = out.as_object_mut() {
+        object.insert("truncated".into(), json!(encode_report.truncated));
+        object.insert("unseen".into(), unseen);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
@@ -411,25 +459,33 @@ fn write_conll(path: &Path, examples: &[Example], predictions: &[Prediction]) ->
 
 pub fn predict(args: PredictArgs) -> Result<()> {
     let device = device::parse(&args.device)?;
-    let (model, encoder) = load_model_dir(&args.model, &device)?;
+    let (model, encoder) = inputs::load_model(&args.model, &device)?;
     let model = model.valid();
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
+    let mut truncated = 0;
     if !args.texts.is_empty() {
-        predict_chunk(&model, &encoder, &args.texts, &args, &device, &mut out)?;
+        truncated += predict_chunk(&model, &encoder, &args.texts, &args, &device, &mut out)?;
     } else {
         let stdin = std::io::stdin();
         let mut chunk = Vec::with_capacity(1024);
         for line in stdin.lock().lines() {
             chunk.push(line.context("cannot read stdin")?);
             if chunk.len() == 1024 {
-                predict_chunk(&model, &encoder, &chunk, &args, &device, &mut out)?;
+                truncated += predict_chunk(&model, &encoder, &chunk, &args, &device, &mut out)?;
                 chunk.clear();
             }
         }
-        predict_chunk(&model, &encoder, &chunk, &args, &device, &mut out)?;
+        truncated += predict_chunk(&model, &encoder, &chunk, &args, &device, &mut out)?;
     }
     out.flush()?;
+    if truncated > 0 {
+        eprintln!(
+            "warning: {truncated} texts longer than the model's {} tokens were truncated \
+             (\"truncated\": true): words past the limit get no entities",
+            encoder.max_seq_length
+        );
+    }
     Ok(())
 }
 
@@ -440,15 +496,19 @@ fn predict_chunk(
     args: &PredictArgs,
     device: &Device,
     out: &mut impl Write,
-) -> Result<()> {
-    let examples: Vec<Example> = texts.iter().map(|t| Example::from_text(t)).collect();
+) -> Result<usize> {
+    let examples: Vec<Example> = texts.iter().map(|t| encoder.example(t)).collect();
     let keep: Vec<usize> = (0..examples.len())
         .filter(|&i| !examples[i].words.is_empty())
         .collect();
     let kept: Vec<Example> = keep.iter().map(|&i| examples[i].clone()).collect();
-    let (encoded, _) = encoder.encode_all(&kept)?;
+    let (encoded, report) = encoder.encode_all(&kept)?;
+    let mut truncated = vec![false; examples.len()];
+    for (&i, e) in keep.iter().zip(&encoded) {
+        truncated[i] = e.truncated;
+    }
     let options = PredictOptions::new(args.batch_size)
-        .with_top_k(args.top_k)
+        .with_top_k(args.top_k as usize)
         .with_decoding(decoding_arg(&args.decoding)?)
         .with_engine(engine_arg(&args.engine, &args.device)?);
     let (predictions, _) = predict_encoded(model, encoder, &kept, &encoded, &options, device)?;
@@ -456,7 +516,7 @@ fn predict_chunk(
     for (i, p) in keep.into_iter().zip(predictions) {
         by_index[i] = Some(p);
     }
-    for (ex, p) in examples.iter().zip(by_index) {
+    for ((ex, p), truncated) in examples.iter().zip(by_index).zip(truncated) {
         let line = match p {
             Some(p) => {
                 let (tags, _) = to_iob2(&p.tags, TagScheme::Iob2);
@@ -470,18 +530,30 @@ fn predict_chunk(
                         json!({"start": start, "end": end, "text": text, "label": span.label, "score": score})
                     })
                     .collect();
-                json!({"text": ex.text, "label": p.label, "top_k": p.top_k, "entities": entities})
+                let mut line = json!({"text": ex.text, "label": p.label, "top_k": p.top_k, "entities": entities});
+                if truncated {
+                    line["truncated"] = json!(true);
+                }
+                line
             }
             None => json!({"text": ex.text, "label": null, "top_k": [], "entities": []}),
         };
         writeln!(out, "{line}")?;
     }
-    Ok(())
+    Ok(report.truncated)
 }
 
-/// Reads CoNLL columns: the tag in the last column, blank lines between sentences, `-DOCSTART-`
-/// and sentence-initial `# ` comment lines skipped. Tags are kept as written.
-fn read_tag_columns(path: &PathBuf) -> Result<Vec<Vec<String>>> {
+/// One sentence of a column file: the line it starts on and, for each requested column, its
+/// tags.
+struct TagSentence {
+    line: usize,
+    columns: Vec<Vec<String>>,
+}
+
+/// Reads CoNLL columns: blank lines between sentences, `-DOCSTART-` and sentence-initial `# `
+/// comment lines skipped. For each of `columns` (1-based; `None`: the last column) the tags
+/// as written.
+fn read_tag_columns(path: &Path, columns: &[Option<usize>]) -> Result<Vec<TagSentence>> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
@@ -492,45 +564,148 @@ fn read_tag_columns(path: &PathBuf) -> Result<Vec<Vec<String>>> {
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut sentences = Vec::new();
-    let mut current: Vec<String> = Vec::new();
+    let mut current: Option<TagSentence> = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
-            if !current.is_empty() {
-                sentences.push(std::mem::take(&mut current));
-            }
+            sentences.extend(current.take());
             continue;
         }
-        if line.starts_with("-DOCSTART-") || (current.is_empty() && line.starts_with("# ")) {
+        if line.starts_with("-DOCSTART-") || (current.is_none() && line.starts_with("# ")) {
             continue;
         }
-        let columns: Vec<&str> = line.split_whitespace().collect();
-        if columns.len() < 2 {
-            bail!(
-                "{}:{}: expected a token and a tag, found {:?}",
-                path.display(),
-                i + 1,
-                line
-            );
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let sentence = current.get_or_insert_with(|| TagSentence {
+            line: i + 1,
+            columns: vec![Vec::new(); columns.len()],
+        });
+        for (column, tags) in columns.iter().zip(&mut sentence.columns) {
+            let tag = match column {
+                None if fields.len() >= 2 => fields[fields.len() - 1],
+                None => bail!(
+                    "{}:{}: expected a word and a tag, found {line:?}",
+                    path.display(),
+                    i + 1
+                ),
+                Some(c) => match fields.get(c - 1) {
+                    Some(tag) => *tag,
+                    None => bail!(
+                        "{}:{}: expected a tag in column {c}, found {} columns in {line:?}",
+                        path.display(),
+                        i + 1,
+                        fields.len()
+                    ),
+                },
+            };
+            tags.push(tag.to_owned());
         }
-        current.push(columns[columns.len() - 1].to_string());
     }
-    if !current.is_empty() {
-        sentences.push(current);
-    }
+    sentences.extend(current);
     Ok(sentences)
 }
 
 pub fn score(args: ScoreArgs) -> Result<()> {
     let scheme: Scheme = args.scheme.parse()?;
     let mode: Mode = args.mode.parse()?;
-    let gold = read_tag_columns(&args.gold)?;
-    let pred = read_tag_columns(&args.pred)?;
-    let report = entity_report(&gold, &pred, scheme, mode).with_context(|| {
+    let column = |c: Option<u32>| c.map(|c| c as usize);
+    let (gold, pred, gold_path, pred_path) = match (&args.predictions, &args.gold, &args.pred) {
+        (Some(path), _, _) => {
+            let columns = [
+                Some(column(args.gold_column).unwrap_or(2)),
+                Some(column(args.pred_column).unwrap_or(3)),
+            ];
+            let sentences = read_tag_columns(path, &columns)?;
+            let mut gold = Vec::with_capacity(sentences.len());
+            let mut pred = Vec::with_capacity(sentences.len());
+            for s in sentences {
+                let mut columns = s.columns.into_iter();
+                let (Some(g), Some(p)) = (columns.next(), columns.next()) else {
+                    continue;
+                };
+                gold.push(TagSentence {
+                    line: s.line,
+                    columns: vec![g],
+                });
+                pred.push(TagSentence {
+                    line: s.line,
+                    columns: vec![p],
+                });
+            }
+            (gold, pred, path.clone(), path.clone())
+        }
+        (None, Some(g), Some(p))
+            if g == p && args.gold_column.is_none() && args.pred_column.is_none() =>
+        {
+            bail!(
+                "--gold and --pred are the same file {}: both would read its last column; \
+                 for a file of `mtl eval --predictions` use --predictions FILE (or name the \
+                 columns with --gold-column and --pred-column)",
+                g.display()
+            )
+        }
+        (None, Some(g), Some(p)) => (
+            read_tag_columns(g, &[column(args.gold_column)])?,
+            read_tag_columns(p, &[column(args.pred_column)])?,
+            g.clone(),
+            p.clone(),
+        ),
+        _ => bail!("give --predictions FILE, or --gold FILE and --pred FILE"),
+    };
+    if gold.len() != pred.len() {
+        bail!(
+            "{} and {} do not line up: {} gold sentences, {} predicted",
+            gold_path.display(),
+            pred_path.display(),
+            gold.len(),
+            pred.len()
+        );
+    }
+    // `_` gold (as `mtl eval --predictions` writes for sentences without tags) is not scored,
+    // as `mtl eval` does not score them.
+    let mut gold_tags = Vec::with_capacity(gold.len());
+    let mut pred_tags = Vec::with_capacity(pred.len());
+    let mut untagged = 0;
+    for (g, p) in gold.into_iter().zip(pred) {
+        let (Some(g_tags), Some(p_tags)) =
+            (g.columns.into_iter().next(), p.columns.into_iter().next())
+        else {
+            continue;
+        };
+        let no_tag = g_tags.iter().filter(|t| *t == NO_TAG).count();
+        if no_tag == g_tags.len() {
+            untagged += 1;
+            continue;
+        }
+        if no_tag > 0 {
+            bail!(
+                "{}:{}: `_` (no tag) on some words of this sentence and tags on others: \
+                 expected a tag on every word or `_` on every word",
+                gold_path.display(),
+                g.line
+            );
+        }
+        if let Some(bad) = p_tags.iter().find(|t| *t == NO_TAG) {
+            bail!(
+                "{}:{}: predicted tag {bad:?}: expected a tag on every word of a sentence with \
+                 gold tags",
+                pred_path.display(),
+                p.line
+            );
+        }
+        gold_tags.push(g_tags);
+        pred_tags.push(p_tags);
+    }
+    if gold_tags.is_empty() {
+        bail!(
+            "{}: no sentence with gold tags to score ({untagged} sentences have `_` only)",
+            gold_path.display()
+        );
+    }
+    let report = entity_report(&gold_tags, &pred_tags, scheme, mode).with_context(|| {
         format!(
             "{} and {} do not line up",
-            args.gold.display(),
-            args.pred.display()
+            gold_path.display(),
+            pred_path.display()
         )
     })?;
     let out = json!({
@@ -538,7 +713,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
         "recall": report.recall,
         "f1": report.f1,
         "accuracy": report.accuracy,
-        "token_accuracy": token_accuracy(&gold, &pred),
+        "token_accuracy": token_accuracy(&gold_tags, &pred_tags),
         "per_type": report.per_type,
         "micro": report.micro,
         "macro": report.macro_avg,
@@ -546,6 +721,8 @@ pub fn score(args: ScoreArgs) -> Result<()> {
         "predicted": report.predicted,
         "gold": report.gold,
         "correct": report.correct,
+        "sentences": gold_tags.len(),
+        "untagged_sentences": untagged,
         "scheme": scheme.to_string(),
         "mode": mode.to_string(),
     });
@@ -568,7 +745,7 @@ fn input_texts(texts: &[String]) -> Result<Vec<String>> {
 pub fn embed(args: EmbedArgs) -> Result<()> {
     let device = device::parse(&args.device)?;
     let (model, encoder) = match (&args.model, &args.pretrained) {
-        (Some(dir), _) => load_model_dir(dir, &device)?,
+        (Some(dir), _) => inputs::load_model(dir, &device)?,
         (None, Some(dir)) => {
             let (model, _) = hf::from_pretrained(dir, 1, 1, mtl::model::Pooling::Mean, &device)?;
             let text = TextEncoder::from_tokenizer_file(&dir.join(TOKENIZER_FILE))?;
@@ -589,7 +766,7 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
         None => {}
     }
     let texts = input_texts(&args.texts)?;
-    let examples: Vec<Example> = texts.iter().map(|t| Example::from_text(t)).collect();
+    let examples: Vec<Example> = texts.iter().map(|t| encoder.example(t)).collect();
     let (encoded, report) = encoder.encode_all(&examples)?;
     if report.truncated > 0 {
         eprintln!(
@@ -619,7 +796,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
         bail!("unknown --format {:?}: expected hf", args.format);
     }
     let device = device::parse("cpu")?;
-    let (model, encoder) = load_model_dir(&args.model, &device)?;
+    let (model, encoder) = inputs::load_model(&args.model, &device)?;
     hf::save_encoder(&model, &args.out)
         .with_context(|| format!("cannot export to {}", args.out.display()))?;
     encoder.save(&args.out)?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mtl::data::{CharSpec, TagScheme};
+use mtl::data::{CharSpec, TagScheme, WordSplit};
 use mtl::model::hf::HfConfig;
 use mtl::model::{
     Activation, CharFeatures, MultitaskConfig, NormPosition, Pooling, PositionalEncoding,
@@ -145,6 +145,10 @@ pub struct TokenizerSection {
     pub min_freq: usize,
     /// Maximum vocabulary size (most frequent words first).
     pub max_size: Option<usize>,
+    /// How raw text (JSONL `text`, `mtl predict` input) is split into words: `punctuation`
+    /// (the default: punctuation and symbols are words of their own, CJK ideographs one word
+    /// each) or `whitespace`. Saved in the model's `encoder.json`.
+    pub words: WordSplit,
 }
 
 impl Default for TokenizerSection {
@@ -155,6 +159,7 @@ impl Default for TokenizerSection {
             lowercase: true,
             min_freq: 1,
             max_size: None,
+            words: WordSplit::default(),
         }
     }
 }

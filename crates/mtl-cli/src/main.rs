@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod inputs;
 mod plot;
 
 use std::path::PathBuf;
@@ -31,7 +32,8 @@ enum Command {
     Eval(EvalArgs),
     /// Predict labels and entities for texts (arguments, or one per line on stdin); JSON lines.
     Predict(PredictArgs),
-    /// Score predicted tags against gold tags (CoNLL columns, tag last), as seqeval does.
+    /// Score predicted tags against gold tags (`mtl eval --predictions` files, or CoNLL gold
+    /// and predicted files), as seqeval does; `_` (no gold tags) sentences are skipped.
     Score(ScoreArgs),
     /// Sentence vectors (mean of the encoder output over real tokens); JSON lines.
     Embed(EmbedArgs),
@@ -108,9 +110,10 @@ struct EvalArgs {
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// Split of a JointBERT directory (or train/dev/test files in a directory).
-    #[arg(long, default_value = "test")]
-    split: String,
+    /// Split of a dataset directory (JointBERT train/ dev/ test/, or train/dev/test files);
+    /// default test. `dev` also finds `valid` and `validation`.
+    #[arg(long)]
+    split: Option<String>,
     /// Write predictions here, in CoNLL columns (word, gold tag, predicted tag).
     #[arg(long)]
     predictions: Option<PathBuf>,
@@ -137,9 +140,9 @@ struct PredictArgs {
     model: PathBuf,
     /// Texts to label; without any, one text per line is read from stdin.
     texts: Vec<String>,
-    /// Number of sentence labels in `top_k`.
-    #[arg(long, default_value_t = 3)]
-    top_k: usize,
+    /// Number of sentence labels in `top_k` (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    top_k: u32,
     /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -198,13 +201,26 @@ struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["predictions", "gold"])))]
 struct ScoreArgs {
-    /// Gold file: CoNLL columns, tag in the last column, blank line between sentences.
-    #[arg(long)]
-    gold: PathBuf,
-    /// Predicted file, same layout (tag in the last column).
-    #[arg(long)]
-    pred: PathBuf,
+    /// A file written by `mtl eval --predictions` (word, gold tag, predicted tag): gold and
+    /// predicted tags from its columns 2 and 3.
+    #[arg(long, conflicts_with_all = ["gold", "pred"])]
+    predictions: Option<PathBuf>,
+    /// Gold file: CoNLL columns, blank line between sentences (tag in the last column unless
+    /// --gold-column says otherwise).
+    #[arg(long, requires = "pred")]
+    gold: Option<PathBuf>,
+    /// Predicted file, same layout (tag in the last column unless --pred-column says
+    /// otherwise).
+    #[arg(long, requires = "gold")]
+    pred: Option<PathBuf>,
+    /// Column of the gold tag, from 1 (default: 2 with --predictions, else the last).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    gold_column: Option<u32>,
+    /// Column of the predicted tag, from 1 (default: 3 with --predictions, else the last).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pred_column: Option<u32>,
     /// iob2 or iobes.
     #[arg(long, default_value = "iob2")]
     scheme: String,

@@ -77,6 +77,9 @@ fn trained_run() -> &'static PathBuf {
         for key in ["valid", "test", "best_epoch"] {
             assert!(metrics.get(key).is_some(), "metrics lack {key}");
         }
+        // Truncated examples are counted per split (none at 32 tokens on the quickstart).
+        assert_eq!(metrics.pointer("/valid/truncated").and_then(|v| v.as_u64()), Some(0));
+        assert_eq!(metrics.pointer("/test/truncated").and_then(|v| v.as_u64()), Some(0));
         for f in ["metrics.json", "history.jsonl", "training_curve.svg", "config.toml", "best/model.bpk", "last/optimizer.bin"] {
             assert!(out.join(f).exists(), "{f} missing");
         }
@@ -418,4 +421,417 @@ fn pretrained_errors_are_one_clear_line() {
         "/tmp/x",
     ]);
     assert_clean_error(&o, "not built from a pretrained checkpoint");
+}
+
+/// The last `error:` line of a failed command; asserts a clean failure naming `needle` whose
+/// clauses (the parts between `: `) are each said once.
+fn error_said_once(o: &Output, needle: &str) -> String {
+    assert_clean_error(o, needle);
+    let err = stderr(o);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {err}");
+    let line = errors[0].trim_start_matches("error:").trim();
+    let clauses: Vec<&str> = line.split(": ").map(str::trim).collect();
+    for (i, clause) in clauses.iter().enumerate() {
+        assert!(
+            !clauses[..i]
+                .iter()
+                .any(|c| c.contains(clause) || clause.contains(c)),
+            "clause {clause:?} repeats in {line:?}"
+        );
+    }
+    line.to_owned()
+}
+
+/// Every failing command a user is likely to meet prints one error line, naming what is
+/// wrong and what was expected, with no clause said twice.
+#[test]
+fn errors_are_said_once() {
+    let run = trained_run().to_str().expect("utf8").to_owned();
+    let dir = scratch("said-once");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf8").to_owned()
+    };
+    let typo = write(
+        "typo.jsonl",
+        "{\"text\": \"refund please\", \"label\": \"Refund\"}\n{\"text\": \"hi\", \"intent\": \"Greet\"}\n",
+    );
+    let malformed = write("bad.jsonl", "{\"text\": \"hi\", \"label\": }\n");
+    let prefixed = write(
+        "prefixed.jsonl",
+        "{\"text\": \"buy kindle\", \"entities\": [{\"start\": 4, \"end\": 10, \"label\": \"B-product\"}]}\n",
+    );
+    let no_labels = write("none.conll", "hello\nworld\n");
+    let out = dir.join("out").to_str().expect("utf8").to_owned();
+    let catalogue: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["train", "--data", "data/x.jsonl", "--out", &out],
+            "data/x.jsonl: No such file or directory",
+        ),
+        (
+            vec!["train", "--data", &typo, "--out", &out],
+            "typo.jsonl:2: unknown key `intent`: expected only text, tokens, tags, label, entities, id, meta (did you mean `label`?)",
+        ),
+        (
+            vec!["train", "--data", &malformed, "--out", &out],
+            "bad.jsonl:1: malformed JSON line",
+        ),
+        (
+            vec!["train", "--data", &prefixed, "--out", &out],
+            "without a B-/I- prefix, such as `product`",
+        ),
+        (
+            vec!["train", "--data", &no_labels, "--out", &out],
+            "no sentence labels and no tags",
+        ),
+        (
+            vec![
+                "train",
+                "--data",
+                "data/quickstart",
+                "--out",
+                "runs/never-trained-here",
+                "--resume",
+            ],
+            "nothing to resume",
+        ),
+        (
+            vec!["eval", "--model", "data", "--data", "data/quickstart"],
+            "data is not a model: expected a run directory",
+        ),
+        (
+            vec![
+                "eval",
+                "--model",
+                "runs/does-not-exist",
+                "--data",
+                "data/quickstart",
+            ],
+            "model runs/does-not-exist does not exist",
+        ),
+        (
+            vec![
+                "eval",
+                "--model",
+                &run,
+                "--data",
+                "data/quickstart",
+                "--split",
+                "testing",
+            ],
+            "no split `testing`: the splits found are dev, test, train",
+        ),
+        (
+            vec!["predict", "--model", &run, "--device", "gpu", "hi"],
+            "unknown device \"gpu\"",
+        ),
+        (
+            vec!["predict", "--model", &run, "--top-k", "0", "hi"],
+            "--top-k",
+        ),
+        (
+            vec!["score", "--predictions", "no/such.conll"],
+            "no/such.conll: No such file or directory",
+        ),
+        (
+            vec!["score", "--gold", "a.conll", "--pred", "a.conll"],
+            "use --predictions FILE",
+        ),
+    ];
+    for (args, needle) in catalogue {
+        let o = mtl(&args);
+        let line = error_said_once(&o, needle);
+        eprintln!("{args:?}\n  -> {line}");
+    }
+}
+
+/// `_` gold (no tags) is skipped, and `mtl score --predictions` gives `mtl eval`'s figures on
+/// partially annotated data.
+#[test]
+fn score_reads_eval_predictions_with_eval_figures() {
+    let run = trained_run().to_str().expect("utf8").to_owned();
+    let dir = scratch("score-eval");
+    // The quickstart test split as JSONL tokens, every third example without tags and every
+    // fifth without a label.
+    let root = workspace().join("data/quickstart/test");
+    let read = |f: &str| std::fs::read_to_string(root.join(f)).expect("quickstart");
+    let (words, tags, labels) = (read("seq.in"), read("seq.out"), read("label"));
+    let mut jsonl = String::new();
+    for (i, ((w, t), l)) in words
+        .lines()
+        .zip(tags.lines())
+        .zip(labels.lines())
+        .enumerate()
+    {
+        let mut record = serde_json::json!({"tokens": w.split_whitespace().collect::<Vec<_>>()});
+        if i % 3 != 0 {
+            record["tags"] = serde_json::json!(t.split_whitespace().collect::<Vec<_>>());
+        }
+        if i % 5 != 0 {
+            record["label"] = serde_json::json!(l);
+        }
+        jsonl.push_str(&format!("{record}\n"));
+    }
+    let data = dir.join("partial.jsonl");
+    std::fs::write(&data, jsonl).expect("data");
+    let preds = dir.join("pred.conll");
+    let o = mtl(&[
+        "eval",
+        "--model",
+        &run,
+        "--data",
+        data.to_str().expect("utf8"),
+        "--predictions",
+        preds.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(
+        eval.pointer("/ner/examples").and_then(|v| v.as_u64()),
+        Some(100)
+    );
+    assert_eq!(eval["truncated"], 0);
+    let s = mtl(&["score", "--predictions", preds.to_str().expect("utf8")]);
+    assert!(s.status.success(), "{}", stderr(&s));
+    let score: serde_json::Value = serde_json::from_slice(&s.stdout).expect("JSON");
+    assert_eq!(score["sentences"], 100);
+    assert_eq!(score["untagged_sentences"], 50);
+    for (e, k) in [
+        ("/ner/precision", "/precision"),
+        ("/ner/recall", "/recall"),
+        ("/ner/f1", "/f1"),
+        ("/ner/token_accuracy", "/token_accuracy"),
+    ] {
+        let (a, b) = (
+            eval.pointer(e).and_then(|v| v.as_f64()),
+            score.pointer(k).and_then(|v| v.as_f64()),
+        );
+        assert!(a.is_some() && a == b, "{e} {a:?} vs {k} {b:?}");
+    }
+    // Columns named explicitly: gold against gold is perfect.
+    let s = mtl(&[
+        "score",
+        "--predictions",
+        preds.to_str().expect("utf8"),
+        "--pred-column",
+        "2",
+    ]);
+    let same: serde_json::Value = serde_json::from_slice(&s.stdout).expect("JSON");
+    assert_eq!(same["f1"], 1.0);
+    // Training on the file reads `_` as "no tags" (and the predicted column as tags).
+    let o = mtl(&[
+        "train",
+        "--data",
+        preds.to_str().expect("utf8"),
+        "--format",
+        "conll",
+        "--epochs",
+        "0",
+        "--out",
+        dir.join("run").to_str().expect("utf8"),
+        "--overwrite",
+    ]);
+    assert!(!stderr(&o).contains("invalid tag `_`"), "{}", stderr(&o));
+}
+
+/// Raw text with punctuation, accents and CJK trains (entities next to punctuation are on
+/// word boundaries), predicts with the same splitting, and says what it trains.
+#[test]
+fn raw_text_with_punctuation_trains_and_predicts() {
+    let dir = scratch("raw-text");
+    let texts = [
+        (
+            "Refund A91362, please: it broke.",
+            "refund",
+            Some((7, 13, "order")),
+        ),
+        (
+            "My Kindle, the new one, won't start!",
+            "broken",
+            Some((3, 9, "product")),
+        ),
+        ("Where is order B7781?", "status", Some((15, 20, "order"))),
+        ("Café crème ordered, no receipt 😕", "refund", None),
+        ("我的订单A55在哪里？", "status", None),
+    ];
+    let mut ner_only = String::new();
+    let mut both = String::new();
+    for (text, label, entity) in texts {
+        let entities: Vec<serde_json::Value> = entity
+            .map(|(s, e, l)| serde_json::json!({"start": s, "end": e, "label": l}))
+            .into_iter()
+            .collect();
+        ner_only.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"text": text, "entities": entities})
+        ));
+        both.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"text": text, "label": label, "entities": entities})
+        ));
+    }
+    let config = dir.join("tiny.toml");
+    std::fs::write(
+        &config,
+        "[model]\nd_model = 16\nnhead = 2\nnum_encoder_layers = 1\ndim_feedforward = 32\nmax_seq_length = 8\n\
+         [train]\nepochs = 1\nbatch_size = 4\nprogress = \"off\"\n",
+    )
+    .expect("config");
+    let ner_file = dir.join("ner.jsonl");
+    std::fs::write(&ner_file, ner_only).expect("data");
+    let ner_run = dir.join("ner-run");
+    let o = mtl(&[
+        "train",
+        "--data",
+        ner_file.to_str().expect("utf8"),
+        "--config",
+        config.to_str().expect("utf8"),
+        "--out",
+        ner_run.to_str().expect("utf8"),
+        "--overwrite",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no sentence labels in {}: training the NER head only",
+            ner_file.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("warning: no validation data"), "{err}");
+    assert!(err.contains("0 sentence labels, 3 tags"), "{err}");
+    let labels = std::fs::read_to_string(ner_run.join("best/labels.json")).expect("labels");
+    assert!(!labels.contains("refund"), "{labels}");
+
+    let file = dir.join("both.jsonl");
+    std::fs::write(&file, both).expect("data");
+    let run = dir.join("run");
+    let o = mtl(&[
+        "train",
+        "--data",
+        file.to_str().expect("utf8"),
+        "--config",
+        config.to_str().expect("utf8"),
+        "--out",
+        run.to_str().expect("utf8"),
+        "--overwrite",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    // Words past max_seq_length 8 are counted.
+    assert!(
+        err.contains("of 5 training examples truncated to max_seq_length 8"),
+        "{err}"
+    );
+    let encoder: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("best/encoder.json")).expect("encoder"),
+    )
+    .expect("JSON");
+    assert_eq!(encoder["words"], "punctuation");
+    let vocab = std::fs::read_to_string(run.join("best/vocab.json")).expect("vocab");
+    for word in ["\"a91362\"", "\"kindle\"", "\"订\"", "\"😕\""] {
+        assert!(vocab.contains(word), "{word} in {vocab}");
+    }
+    // Provenance: the data file with its size, sha256 and counts, the version and command.
+    let p: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("provenance.json")).expect("provenance"),
+    )
+    .expect("JSON");
+    let f = &p["data"]["train"]["files"][0];
+    assert_eq!(
+        f["bytes"].as_u64(),
+        Some(std::fs::metadata(&file).expect("meta").len())
+    );
+    assert_eq!(f["sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(p["data"]["train"]["examples"], 5);
+    assert_eq!(p["data"]["train"]["with_tags"], 5);
+    assert_eq!(p["mtl_version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        p["command"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|a| a == "--overwrite"))
+    );
+
+    // Predict splits as training did, and says which texts were truncated.
+    let long = format!("{} Kindle, please", "word ".repeat(10));
+    let o = mtl(&[
+        "predict",
+        "--model",
+        run.to_str().expect("utf8"),
+        "Kindle, please",
+        &long,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines[0].get("truncated"), None);
+    assert_eq!(lines[1]["truncated"], true);
+    assert!(
+        stderr(&o).contains("warning: 1 texts longer than the model's 8 tokens were truncated"),
+        "{}",
+        stderr(&o)
+    );
+    // Entities start and end on the words `Kindle` [0, 6), `,` [6, 7), `please` [8, 14).
+    for e in lines[0]["entities"].as_array().expect("entities") {
+        let (start, end) = (e["start"].as_u64(), e["end"].as_u64());
+        assert!(
+            matches!(start, Some(0 | 6 | 8)) && matches!(end, Some(6 | 7 | 14)),
+            "{e}"
+        );
+    }
+}
+
+/// Labels and entity types the model never saw are counted and named; `--split` on a single
+/// file is said to be ignored.
+#[test]
+fn eval_names_unseen_labels_and_an_ignored_split() {
+    let run = trained_run().to_str().expect("utf8").to_owned();
+    let dir = scratch("unseen");
+    let data = dir.join("new.jsonl");
+    std::fs::write(
+        &data,
+        "{\"tokens\": [\"refund\", \"my\", \"kindle\"], \"tags\": [\"O\", \"O\", \"B-product\"], \"label\": \"refund\"}\n\
+         {\"tokens\": [\"refund\", \"it\"], \"label\": \"refund\"}\n\
+         {\"tokens\": [\"play\", \"jazz\"], \"label\": \"play_music\"}\n",
+    )
+    .expect("data");
+    let o = mtl(&[
+        "eval",
+        "--model",
+        &run,
+        "--data",
+        data.to_str().expect("utf8"),
+        "--split",
+        "dev",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(r["unseen"]["labels"], serde_json::json!({"refund": 2}));
+    assert_eq!(
+        r["unseen"]["entity_types"],
+        serde_json::json!({"product": 1})
+    );
+    assert!(
+        err.contains(
+            "warning: 2 evaluation examples have sentence labels the model never saw: refund (2)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: 1 evaluation entities have types the model never saw: product (1)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "warning: --split dev ignored: {} is one file, evaluated whole",
+            data.display()
+        )),
+        "{err}"
+    );
 }

@@ -10,6 +10,7 @@ use crate::example::Example;
 use crate::labels::LabelMap;
 use crate::text::{TOKENIZER_FILE, TextEncoder, VOCAB_FILE};
 use crate::vocab::WordVocab;
+use crate::words::WordSplit;
 
 /// The target of a position or example that has no (known) annotation; losses skip it.
 pub const IGNORE_INDEX: i64 = -100;
@@ -93,6 +94,15 @@ struct EncoderFile {
     text_encoder: TextKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chars: Option<CharSpec>,
+    /// How raw text is split into words; absent in encoders saved before it was
+    /// configurable, which split on whitespace.
+    #[serde(default = "whitespace")]
+    words: WordSplit,
+}
+
+/// The word splitting of encoders saved without one.
+fn whitespace() -> WordSplit {
+    WordSplit::Whitespace
 }
 
 /// Encodes examples for the multitask model: token ids, the sentence-label target and the
@@ -110,6 +120,11 @@ pub struct Encoder {
     pub max_seq_length: usize,
     /// Character ids for character-level word features; `None`: no character ids.
     pub chars: Option<CharSpec>,
+    /// How raw text is split into words ([`Encoder::example`]), saved in `encoder.json` so
+    /// that a model splits text at prediction time as its training data was split. New
+    /// encoders split off punctuation ([`WordSplit::default`]); an `encoder.json` saved
+    /// without the setting loads as [`WordSplit::Whitespace`], the rule it was trained with.
+    pub words: WordSplit,
 }
 
 impl Encoder {
@@ -137,7 +152,30 @@ impl Encoder {
             tags,
             max_seq_length,
             chars: None,
+            words: WordSplit::default(),
         })
+    }
+
+    /// The same encoder, splitting raw text into words by `words`.
+    pub fn with_words(mut self, words: WordSplit) -> Self {
+        self.words = words;
+        self
+    }
+
+    /// An unannotated example of raw `text`, split into words as this encoder's training data
+    /// was ([`Encoder::words`]).
+    ///
+    /// ```
+    /// use mtl_data::{Encoder, Example, LabelMap, TextEncoder, WordSplit, WordVocab, WordVocabConfig};
+    /// let vocab = WordVocab::build(&[], &WordVocabConfig::default());
+    /// let encoder = Encoder::new(TextEncoder::Word(vocab), LabelMap::default(), LabelMap::default(), 16)?;
+    /// assert_eq!(encoder.example("Kindle, please").words, ["Kindle", ",", "please"]);
+    /// let old = encoder.with_words(WordSplit::Whitespace);
+    /// assert_eq!(old.example("Kindle, please").words, ["Kindle,", "please"]);
+    /// # Ok::<(), mtl_data::Error>(())
+    /// ```
+    pub fn example(&self, text: &str) -> Example {
+        Example::from_text_with(text, self.words)
     }
 
     /// The same encoder, giving every token the character ids of its word as `spec` says
@@ -345,6 +383,7 @@ impl Encoder {
             max_seq_length: self.max_seq_length,
             text_encoder,
             chars: self.chars,
+            words: self.words,
         };
         crate::json::write(&dir.join(ENCODER_FILE), &file)
     }
@@ -363,7 +402,9 @@ impl Encoder {
         };
         let labels = LabelMap::load(&dir.join(LABELS_FILE))?;
         let tags = LabelMap::load(&dir.join(TAGS_FILE))?;
-        Self::new(text, labels, tags, file.max_seq_length)?.with_chars(file.chars)
+        Ok(Self::new(text, labels, tags, file.max_seq_length)?
+            .with_chars(file.chars)?
+            .with_words(file.words))
     }
 }
 
@@ -605,6 +646,30 @@ mod tests {
         assert!(
             matches!(Encoder::load(&missing), Err(Error::Io { path, .. }) if path.ends_with(ENCODER_FILE))
         );
+        Ok(())
+    }
+
+    #[test]
+    fn word_splitting_is_saved_and_old_encoders_split_on_whitespace() -> Result<()> {
+        let tmp = TempDir::new("encoder-words");
+        let vocab = WordVocab::build(&train()?, &WordVocabConfig::default());
+        let enc = Encoder::build(&train()?, TextEncoder::Word(vocab), 8)?;
+        assert_eq!(enc.words, WordSplit::Punctuation);
+        enc.save(&tmp.0)?;
+        let saved: serde_json::Value = crate::json::read(&tmp.0.join(ENCODER_FILE))?;
+        assert_eq!(saved["words"], "punctuation");
+        assert_eq!(Encoder::load(&tmp.0)?.words, WordSplit::Punctuation);
+        assert_eq!(
+            Encoder::load(&tmp.0)?.example("play, york!").words,
+            ["play", ",", "york", "!"]
+        );
+        // An encoder.json written before the setting existed.
+        let mut old = saved;
+        old.as_object_mut().map(|o| o.remove("words"));
+        crate::json::write(&tmp.0.join(ENCODER_FILE), &old)?;
+        let loaded = Encoder::load(&tmp.0)?;
+        assert_eq!(loaded.words, WordSplit::Whitespace);
+        assert_eq!(loaded.example("play, york!").words, ["play,", "york!"]);
         Ok(())
     }
 

@@ -6,11 +6,17 @@ use std::path::PathBuf;
 ///
 /// Errors about data name the file, the 1-based line and what was expected: they display as
 /// `path:line: problem`, like a compiler diagnostic.
+///
+/// One convention holds for every error of the workspace: a message states its own context
+/// (the file, the setting) and never formats its cause; the cause is its
+/// [`source`](std::error::Error::source), printed once by whoever prints the chain (`mtl`
+/// prints `error: {:#}`). `Io` displays as the path alone, so the chain reads
+/// `data/x.jsonl: No such file or directory (os error 2)`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A file or directory could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -25,13 +31,12 @@ pub enum Error {
         file: PathBuf,
         /// The 1-based line number.
         line: usize,
-        /// What is wrong and what was expected.
-        #[source]
+        /// What is wrong and what was expected (part of the message, not a source).
         problem: Problem,
     },
     /// An example built in code (not read from a file) is inconsistent.
     #[error("invalid example: {0}")]
-    Example(#[source] Problem),
+    Example(Problem),
     /// The format of a path could not be detected from its name or contents.
     #[error(
         "{}: cannot detect the data format: expected a directory holding seq.in or \
@@ -74,7 +79,7 @@ pub enum Error {
         expected: String,
     },
     /// A JSON artifact saved with a model (vocabulary, label map, encoder settings) is invalid.
-    #[error("{}: invalid JSON: {source}", path.display())]
+    #[error("{}: invalid JSON", path.display())]
     Json {
         /// The JSON file.
         path: PathBuf,
@@ -83,7 +88,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// The HuggingFace `tokenizers` library reported an error.
-    #[error("{}: tokenizer error: {source}", path.as_deref().map_or_else(|| "<tokenizer>".into(), |p| p.display().to_string()))]
+    #[error("{}: tokenizer error", path.as_deref().map_or_else(|| "<tokenizer>".into(), |p| p.display().to_string()))]
     Tokenizer {
         /// The `tokenizer.json` involved, when there is one.
         path: Option<PathBuf>,
@@ -173,11 +178,10 @@ pub enum Problem {
         label: String,
     },
     /// A JSONL line is not valid JSON or has the wrong field types.
-    #[error("malformed JSON line: {source}")]
+    #[error("malformed JSON line: {error}")]
     Json {
-        /// The parse error.
-        #[source]
-        source: serde_json::Error,
+        /// The parse error (part of the message, not a source).
+        error: serde_json::Error,
     },
     /// A JSONL object lacks the fields this reader needs or combines them wrongly.
     #[error("expected {expected}")]
@@ -200,10 +204,10 @@ pub enum Problem {
         /// Text length in characters.
         len: usize,
     },
-    /// An entity starts or ends inside a whitespace-separated word.
+    /// An entity starts or ends inside a word.
     #[error(
-        "entity {index} [{start}, {end}) `{covered}` is not on token boundaries: expected it \
-         to start where a whitespace-separated word starts and end where one ends"
+        "entity {index} [{start}, {end}) `{covered}` is not on word boundaries: expected it \
+         to start where a word starts and end where one ends (words split on {words})"
     )]
     SpanNotOnBoundary {
         /// 0-based index of the entity in the `entities` list.
@@ -214,6 +218,8 @@ pub enum Problem {
         end: usize,
         /// The text the span covers.
         covered: String,
+        /// How the text was split into words.
+        words: crate::WordSplit,
     },
     /// Two entities share words.
     #[error("entity {index} overlaps entity {other}: expected non-overlapping entities")]
@@ -233,9 +239,46 @@ pub enum Problem {
         /// Character end (exclusive).
         end: usize,
     },
+    /// An entity label carries a tag-scheme prefix (`B-product`).
+    #[error(
+        "entity {index} has label `{label}`: expected the entity type without a B-/I- prefix, \
+         such as `{bare}` (the reader makes the tags)"
+    )]
+    PrefixedEntityLabel {
+        /// 0-based index of the entity.
+        index: usize,
+        /// The label as found.
+        label: String,
+        /// The label without its prefix.
+        bare: String,
+    },
+    /// A JSONL object (or one of its entities) has a key the reader does not know.
+    #[error(
+        "unknown key `{key}`{}: expected only {}{}",
+        entity.map(|i| format!(" in entity {i}")).unwrap_or_default(),
+        allowed.join(", "),
+        meant.map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default()
+    )]
+    UnknownKey {
+        /// The key as found.
+        key: String,
+        /// The entity's 0-based index, when the key is in an entity.
+        entity: Option<usize>,
+        /// The keys accepted there.
+        allowed: &'static [&'static str],
+        /// The accepted key the user probably meant.
+        meant: Option<&'static str>,
+    },
+    /// A CoNLL sentence mixes `_` (no tag) with tags.
+    #[error(
+        "`_` (no tag) on some words of this sentence and tags on others: expected a tag on \
+         every word or `_` on every word"
+    )]
+    PartialTags,
     /// An entity label is empty or contains whitespace.
     #[error(
-        "entity {index} has label `{label}`: expected a non-empty label without whitespace, such          as `artist`"
+        "entity {index} has label `{label}`: expected a non-empty label without whitespace, such \
+         as `artist`"
     )]
     InvalidEntityLabel {
         /// 0-based index of the entity.
@@ -254,6 +297,63 @@ impl Error {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and its causes joined as `mtl` prints them (`anyhow`'s `{:#}`).
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut parts = vec![e.to_string()];
+        let mut source = e.source();
+        while let Some(s) = source {
+            parts.push(s.to_string());
+            source = s.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn every_cause_is_printed_once() {
+        let json = || serde_json::from_str::<u32>("x").expect_err("not JSON");
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                Error::io("data/x.jsonl", io()),
+                "data/x.jsonl: No such file",
+            ),
+            (
+                Error::Data {
+                    file: "t.jsonl".into(),
+                    line: 3,
+                    problem: Problem::Json { error: json() },
+                },
+                "t.jsonl:3: malformed JSON line: expected value at line 1 column 1",
+            ),
+            (
+                Error::Json {
+                    path: "labels.json".into(),
+                    source: json(),
+                },
+                "labels.json: invalid JSON: expected value at line 1 column 1",
+            ),
+            (
+                Error::Example(Problem::EmptyLabel),
+                "invalid example: empty sentence label: expected a label",
+            ),
+            (
+                Error::Tokenizer {
+                    path: Some("tokenizer.json".into()),
+                    source: "bad vocab".into(),
+                },
+                "tokenizer.json: tokenizer error: bad vocab",
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(chain(&error), want);
         }
     }
 }

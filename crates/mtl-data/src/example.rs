@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Problem, Result};
 use crate::tags::{EntitySpan, TagScheme, check_tag, iob2_to_spans};
+use crate::words::WordSplit;
 
 /// A byte range `start..end` of [`Example::text`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,30 +67,10 @@ pub struct TextEntity {
     pub text: String,
 }
 
-/// Splits `text` on Unicode whitespace, keeping byte offsets.
+/// Splits `text` on Unicode whitespace, keeping byte offsets (already word-split input:
+/// JointBERT lines).
 pub(crate) fn split_words(text: &str) -> (Vec<String>, Vec<Span>) {
-    let mut words = Vec::new();
-    let mut spans = Vec::new();
-    let mut start = None;
-    for (i, c) in text.char_indices() {
-        match (c.is_whitespace(), start) {
-            (true, Some(s)) => {
-                words.push(text[s..i].to_owned());
-                spans.push(Span { start: s, end: i });
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        words.push(text[s..].to_owned());
-        spans.push(Span {
-            start: s,
-            end: text.len(),
-        });
-    }
-    (words, spans)
+    WordSplit::Whitespace.split(text)
 }
 
 impl Example {
@@ -172,7 +153,21 @@ impl Example {
     /// assert_eq!(ex.char_span(1, 3), (8, 17));
     /// ```
     pub fn from_text(text: &str) -> Example {
-        let (words, spans) = split_words(text);
+        Self::from_text_with(text, WordSplit::Whitespace)
+    }
+
+    /// Builds an unannotated example from raw text, split into words by `split`; `text` is
+    /// kept as given, with the words' offsets. This is how `mtl predict` reads a text, with the
+    /// rule saved in the model's encoder ([`crate::Encoder::words`]).
+    ///
+    /// ```
+    /// use mtl_data::{Example, WordSplit};
+    /// let ex = Example::from_text_with("Where is A91362?", WordSplit::Punctuation);
+    /// assert_eq!(ex.words, ["Where", "is", "A91362", "?"]);
+    /// assert_eq!(ex.char_span(2, 3), (9, 15));
+    /// ```
+    pub fn from_text_with(text: &str, split: WordSplit) -> Example {
+        let (words, spans) = split.split(text);
         Example {
             text: text.to_owned(),
             words,

@@ -5,7 +5,9 @@
 //! sentence label and optionally one IOB2 tag per word; corpora where some examples carry only
 //! one of the two are normal. [`read_splits`] and friends read JointBERT directories, CoNLL
 //! column files and JSONL files (tag schemes IOB1, IOB2, IOBES, all converted to IOB2), report
-//! every problem with its file and line, and never drop data silently. An [`Encoder`] turns
+//! every problem with its file and line, and never drop data silently. Raw text (JSONL `text`,
+//! text to predict on) is split into words by one rule, [`WordSplit`] (punctuation split off
+//! words by default), which the [`Encoder`] saves with the model. An [`Encoder`] turns
 //! examples into token ids with a word-level [`WordVocab`] or a HuggingFace `tokenizer.json`,
 //! puts each word's tag on its first sub-token (other positions get [`IGNORE_INDEX`]), and maps
 //! predictions back to words and character spans. [`plan_batches`] and [`MultitaskBatcher`]
@@ -72,6 +74,7 @@ mod read;
 mod tags;
 mod text;
 mod vocab;
+mod words;
 
 pub use batch::{Batch, BatchPlan, MultitaskBatcher, plan_batches};
 pub use chars::{CHAR_PAD, CharSpec};
@@ -82,9 +85,10 @@ pub use error::{Error, Problem, Result};
 pub use example::{Example, Source, Span, TextEntity};
 pub use labels::LabelMap;
 pub use read::{
-    Format, ReadOptions, ReadReport, Splits, parse_conll, parse_jsonl, read_examples, read_split,
-    read_splits,
+    Format, NO_TAG, ReadOptions, ReadReport, Splits, parse_conll, parse_jsonl, read_examples,
+    read_split, read_splits,
 };
 pub use tags::{EntitySpan, TagScheme, iob2_to_spans, spans_to_iob2, to_iob2};
 pub use text::{TOKENIZER_FILE, TextEncoder, VOCAB_FILE, WordPieces};
 pub use vocab::{WordVocab, WordVocabConfig};
+pub use words::WordSplit;

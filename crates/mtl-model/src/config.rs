@@ -475,10 +475,13 @@ mod tests {
         for (cfg, needle) in cases {
             let err = cfg.validate().expect_err("must be rejected");
             assert!(matches!(err, Error::Config(_)));
+            // The message names the context, the cause is the source (printed once).
+            let cause = std::error::Error::source(&err).map(ToString::to_string);
             assert!(
-                err.to_string().contains(needle),
-                "{err} does not mention {needle}"
+                cause.as_deref().is_some_and(|c| c.contains(needle)),
+                "{err}: {cause:?} does not mention {needle}"
             );
+            assert_eq!(err.to_string(), "invalid model configuration");
         }
     }
 }

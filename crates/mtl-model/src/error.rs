@@ -74,7 +74,7 @@ pub enum ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration is invalid.
-    #[error("invalid model configuration: {0}")]
+    #[error("invalid model configuration")]
     Config(#[from] ConfigError),
     /// The token and padding-mask tensors differ in shape.
     #[error("tokens have shape {tokens:?} but the padding mask has shape {mask:?}")]
@@ -136,7 +136,7 @@ pub enum Error {
         buckets: usize,
     },
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -145,7 +145,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A config file is not valid JSON for this version.
-    #[error("{}: not a model config of this version of mtl: {source}", path.display())]
+    #[error("{}: not a model config of this version of mtl", path.display())]
     ConfigFile {
         /// The file.
         path: PathBuf,

@@ -314,7 +314,8 @@ pub const LAST_DIR: &str = "last";
 /// Sub-directory with the best model (model and encoder).
 pub const BEST_DIR: &str = "best";
 const OPTIMIZER_FILE: &str = "optimizer.bin";
-const STATE_FILE: &str = "trainer_state.json";
+/// File of the trainer state (what `resume` needs besides the weights) in `last/`.
+pub const STATE_FILE: &str = "trainer_state.json";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {

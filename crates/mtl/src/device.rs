@@ -10,7 +10,7 @@ pub const DEVICES: &str = "cpu, wgpu, libtorch, libtorch-cuda or libtorch-cuda:N
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
     /// Not a device name.
-    #[error("unknown device {name:?}: expected one of {DEVICES}")]
+    #[error("unknown device {name:?}: expected one of {DEVICES}{}", hint(name))]
     Unknown {
         /// The name given.
         name: String,
@@ -25,6 +25,16 @@ pub enum DeviceError {
     },
 }
 
+/// What a name the user may have meant is called here.
+fn hint(name: &str) -> &'static str {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "gpu" => " (wgpu for any GPU through Vulkan, Metal or DX12; libtorch-cuda for CUDA)",
+        "cuda" | "cuda:0" | "cuda:1" => " (libtorch-cuda[:N] for CUDA)",
+        "mps" | "metal" | "vulkan" => " (wgpu)",
+        _ => "",
+    }
+}
+
 /// Whether `name` names the CPU (flex) device, as [`parse`] reads it (`cpu`, `flex`, any case).
 pub fn is_cpu(name: &str) -> bool {
     matches!(name.trim().to_ascii_lowercase().as_str(), "cpu" | "flex")
@@ -35,7 +45,7 @@ pub fn parse(name: &str) -> Result<Device, DeviceError> {
     let lower = name.trim().to_ascii_lowercase();
     match lower.as_str() {
         "cpu" | "flex" => cpu(),
-        "wgpu" | "gpu" => wgpu(),
+        "wgpu" => wgpu(),
         "libtorch" | "tch" | "libtorch-cpu" => libtorch(None),
         _ => match lower
             .strip_prefix("libtorch-cuda")
@@ -136,6 +146,14 @@ mod tests {
     fn names_resolve_or_explain() {
         assert!(is_cpu("cpu") && is_cpu(" Flex ") && !is_cpu("wgpu") && !is_cpu("libtorch"));
         assert!(matches!(parse("tpu"), Err(DeviceError::Unknown { .. })));
+        // `gpu` names no backend: the error says which one is meant, instead of picking wgpu.
+        assert_eq!(
+            parse("gpu").expect_err("not a device").to_string(),
+            format!(
+                "unknown device \"gpu\": expected one of {DEVICES} (wgpu for any GPU through \
+                 Vulkan, Metal or DX12; libtorch-cuda for CUDA)"
+            )
+        );
         assert!(matches!(
             parse("libtorch-cuda:x"),
             Err(DeviceError::Unknown { .. })

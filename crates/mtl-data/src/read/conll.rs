@@ -27,6 +27,10 @@ impl Sentence {
     }
 }
 
+/// The tag column of a word with no tag (a sentence not annotated for tagging), as `mtl eval
+/// --predictions` writes it for gold.
+pub const NO_TAG: &str = "_";
+
 /// Whether a line is a comment: it starts with `#` followed by whitespace or nothing.
 fn is_comment(line: &str) -> bool {
     line.strip_prefix('#')
@@ -38,8 +42,9 @@ fn is_comment(line: &str) -> bool {
 /// - One token a line; columns are separated by spaces or tabs; the token is the first column
 ///   and its tag the last (middle columns, such as CoNLL-2003 POS and chunk tags, are ignored).
 /// - Blank lines separate sentences; `-DOCSTART-` lines are skipped.
-/// - A sentence whose lines all have one column has no tags; a sentence mixing one-column and
-///   tagged lines is an error.
+/// - A sentence whose lines all have one column, or whose tags are all `_`, has no tags (it
+///   trains the sentence head only); a sentence mixing one-column and tagged lines, or `_`
+///   and tags, is an error.
 /// - Before a sentence's first token, lines starting with `#` followed by whitespace are
 ///   comments (as in CoNLL-U). `# label = PlayMusic` gives the sentence label `PlayMusic`;
 ///   other comments are ignored. Inside a sentence such a line is a token line (a `#` token).
@@ -182,6 +187,12 @@ fn token_line(
         Some(_) => {}
     }
     if tagged {
+        if tag == NO_TAG {
+            sentence.tags.push(tag.to_owned());
+            sentence.start.get_or_insert(line);
+            sentence.words.push(token.to_owned());
+            return Ok(());
+        }
         if let Err(problem) = check_tag(tag, opts.scheme) {
             return fail(sink, sentence, file, line, problem);
         }
@@ -203,8 +214,13 @@ fn flush(sink: &mut Sink<'_>, sentence: Sentence, file: &Path, opts: &ReadOption
         }
         return Ok(());
     }
+    let no_tag = sentence.tags.iter().filter(|t| *t == NO_TAG).count();
+    if no_tag > 0 && no_tag < sentence.tags.len() {
+        let line = sentence.start.unwrap_or(1);
+        return sink.problem(file, line, Problem::PartialTags);
+    }
     let (tags, repaired) = match sentence.tagged {
-        Some((true, _)) => {
+        Some((true, _)) if no_tag == 0 => {
             let (tags, repaired) = to_iob2(&sentence.tags, opts.scheme);
             (Some(tags), repaired)
         }
@@ -260,6 +276,24 @@ mod tests {
     }
 
     #[test]
+    fn underscore_means_no_tags() -> Result<()> {
+        // As `mtl eval --predictions` writes gold for a sentence without tags.
+        let data = "# label = Greet\nhi _\nthere _\n\nplay O\njazz B-genre\n";
+        let (examples, _) = parse(data)?;
+        assert_eq!(examples[0].tags, None);
+        assert_eq!(examples[0].label.as_deref(), Some("Greet"));
+        assert_eq!(
+            examples[1].tags.as_deref(),
+            Some(&["O".to_owned(), "B-genre".into()][..])
+        );
+        let problem = error_at(parse("play O\n\nhi _\nthere O\n"), 3);
+        assert!(matches!(problem, Problem::PartialTags), "{problem}");
+        let (examples, report) = lenient("hi _\nthere O\n\nok O\n")?;
+        assert_eq!((examples.len(), report.skipped), (1, 1));
+        Ok(())
+    }
+
+    #[test]
     fn reads_columns_comments_and_labels() -> Result<()> {
         let data = "\u{feff}-DOCSTART- -X- O O\r\n\r\n# sent_id = 1\r\n# label = PlayMusic\r\n\
                     play VB O\r\nthe DT\tB-artist\r\n#\tI-artist\r\n\r\n\r\nhello\r\nworld\r\n\n\n";
@@ -305,6 +339,7 @@ mod tests {
         let opts = ReadOptions {
             scheme: TagScheme::Iobes,
             lenient: false,
+            ..ReadOptions::default()
         };
         let (examples, report) = parse_conll(b"a S-X\nb B-Y\nc E-Y\n", Path::new("t"), &opts)?;
         assert_eq!(

@@ -367,6 +367,7 @@ mod tests {
         let opts = ReadOptions {
             scheme: TagScheme::Iob2,
             lenient: true,
+            ..ReadOptions::default()
         };
         let (examples, report) = read_examples(&tmp.0.join("s"), None, &opts)?;
         assert_eq!(examples.len(), 2);

@@ -6,10 +6,11 @@ use serde::Deserialize;
 
 use super::{ReadOptions, ReadReport, Sink, decode_lines};
 use crate::error::{Problem, Result};
-use crate::example::{Example, Source, Span, split_words};
+use crate::example::{Example, Source, Span};
 use crate::tags::{EntitySpan, normalize_tags, spans_to_iob2};
+use crate::words::WordSplit;
 
-/// One line of a JSONL file. Unknown fields (`id`, `meta`, ...) are ignored.
+/// One line of a JSONL file.
 #[derive(Deserialize)]
 struct Record {
     text: Option<String>,
@@ -19,6 +20,14 @@ struct Record {
     entities: Option<Vec<Entity>>,
 }
 
+/// The keys a record may have: its fields, and `id` and `meta`, which are for the user and
+/// ignored.
+pub(crate) const RECORD_KEYS: [&str; 7] =
+    ["text", "tokens", "tags", "label", "entities", "id", "meta"];
+
+/// The keys an entity may have.
+const ENTITY_KEYS: [&str; 3] = ["start", "end", "label"];
+
 /// An entity of a `text` record, in character offsets.
 #[derive(Deserialize)]
 struct Entity {
@@ -27,19 +36,72 @@ struct Entity {
     label: String,
 }
 
+/// The key meant by a common other name for it, to suggest in the error.
+fn meant(key: &str) -> Option<&'static str> {
+    match key.to_ascii_lowercase().as_str() {
+        "intent" | "labels" | "category" | "class" | "cats" | "sentence_label" | "topic" => {
+            Some("label")
+        }
+        "spans" | "ents" | "ner" | "annotations" | "slots" => Some("entities"),
+        "words" => Some("tokens"),
+        "ner_tags" | "slot_tags" | "bio" => Some("tags"),
+        "sentence" | "utterance" | "query" => Some("text"),
+        _ => None,
+    }
+}
+
+/// Checks an object's keys against `allowed`.
+fn check_keys(
+    object: &serde_json::Map<String, serde_json::Value>,
+    allowed: &'static [&'static str],
+    entity: Option<usize>,
+) -> std::result::Result<(), Problem> {
+    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(Problem::UnknownKey {
+            key: key.clone(),
+            entity,
+            allowed,
+            meant: meant(key),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Parses one line: a JSON object with known keys only.
+fn parse_record(line: &str) -> std::result::Result<Record, Problem> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|error| Problem::Json { error })?;
+    if let serde_json::Value::Object(object) = &value {
+        check_keys(object, &RECORD_KEYS, None)?;
+        if let Some(serde_json::Value::Array(entities)) = object.get("entities") {
+            for (index, entity) in entities.iter().enumerate() {
+                if let serde_json::Value::Object(entity) = entity {
+                    check_keys(entity, &ENTITY_KEYS, Some(index))?;
+                }
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|error| Problem::Json { error })
+}
+
 /// Parses JSON lines; `file` names the data in errors and [`Source`]s.
 ///
 /// Each non-blank line is one object, in one of two shapes:
 ///
 /// - `{"text": "play queen", "label": "PlayMusic", "entities": [{"start": 5, "end": 10,
-///   "label": "artist"}]}`: `text` is split into words on whitespace; entity offsets are
-///   *character* offsets (Unicode scalar values, as in Python) into `text`, end exclusive,
-///   and must fall on word boundaries without overlapping. The entities become IOB2 tags; an
-///   empty `entities` list means "tagged, no entities" (all `O`).
+///   "label": "artist"}]}`: `text` is split into words by [`ReadOptions::words`] (by default
+///   punctuation is split from words, see [`WordSplit`]); entity offsets are *character*
+///   offsets (Unicode scalar values, as in Python) into `text`, end exclusive, and must fall
+///   on word boundaries without overlapping. An entity's label is its type (`artist`), never a
+///   tag (`B-artist`). The entities become IOB2 tags; an empty `entities` list means "tagged,
+///   no entities" (all `O`).
 /// - `{"tokens": ["play", "queen"], "tags": ["O", "B-artist"], "label": "PlayMusic"}`: tags
 ///   are in [`ReadOptions::scheme`] and converted to IOB2.
 ///
-/// `label`, `entities` and `tags` may each be absent (or `null`); other fields are ignored.
+/// `label`, `entities` and `tags` may each be absent (or `null`): an example without them is
+/// not annotated for that task. `id` and `meta` may hold anything and are ignored; any other
+/// key is an error naming it (a typo such as `"intent"` for `"label"` would otherwise train
+/// without sentence labels), or, with [`ReadOptions::lenient`], a skipped example.
 ///
 /// ```
 /// use std::path::Path;
@@ -64,9 +126,7 @@ pub fn parse_jsonl(
     for (line, text) in decode_lines(bytes) {
         let parsed = match text {
             Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => serde_json::from_str::<Record>(text)
-                .map_err(|source| Problem::Json { source })
-                .and_then(|record| build(record, opts)),
+            Ok(text) => parse_record(text).and_then(|record| build(record, opts)),
             Err(byte) => Err(Problem::InvalidUtf8 { byte }),
         };
         match parsed {
@@ -104,12 +164,12 @@ fn build(record: Record, opts: &ReadOptions) -> std::result::Result<(Example, bo
                     expected: "`entities` with `text` (`tags` go with `tokens`)",
                 });
             }
-            let (words, spans) = split_words(&text);
+            let (words, spans) = opts.words.split(&text);
             if words.is_empty() {
                 return Err(Problem::EmptySentence);
             }
             let tags = match record.entities {
-                Some(entities) => Some(entities_to_tags(&text, &spans, &entities)?),
+                Some(entities) => Some(entities_to_tags(&text, &spans, &entities, opts.words)?),
                 None => None,
             };
             let example = Example {
@@ -156,11 +216,12 @@ fn build(record: Record, opts: &ReadOptions) -> std::result::Result<(Example, bo
     Ok((Example { label, ..example }, repaired))
 }
 
-/// Turns character-offset entities into IOB2 tags over the whitespace-separated words.
+/// Turns character-offset entities into IOB2 tags over the words (split by `words`).
 fn entities_to_tags(
     text: &str,
     spans: &[Span],
     entities: &[Entity],
+    words: WordSplit,
 ) -> std::result::Result<Vec<String>, Problem> {
     // Character offsets of each word's start and end, in one pass.
     let mut starts = Vec::with_capacity(spans.len());
@@ -197,12 +258,20 @@ fn entities_to_tags(
                 label: entity.label.clone(),
             });
         }
+        if let Some(bare) = scheme_prefixed(label) {
+            return Err(Problem::PrefixedEntityLabel {
+                index,
+                label: label.to_owned(),
+                bare: bare.to_owned(),
+            });
+        }
         let (Ok(first), Ok(last)) = (starts.binary_search(&start), ends.binary_search(&end)) else {
             return Err(Problem::SpanNotOnBoundary {
                 index,
                 start,
                 end,
                 covered: text.chars().skip(start).take(end - start).collect(),
+                words,
             });
         };
         let span = EntitySpan {
@@ -225,6 +294,13 @@ fn entities_to_tags(
     }
     let spans: Vec<EntitySpan> = located.into_iter().map(|(span, _)| span).collect();
     Ok(spans_to_iob2(starts.len(), &spans))
+}
+
+/// The entity type of a label written with a tag-scheme prefix (`B-product`, `I-product`,
+/// `E-`, `S-`, `L-`, `U-`), if it has one.
+fn scheme_prefixed(label: &str) -> Option<&str> {
+    let (prefix, rest) = label.split_once('-')?;
+    (matches!(prefix, "B" | "I" | "E" | "S" | "L" | "U") && !rest.is_empty()).then_some(rest)
 }
 
 #[cfg(test)]
@@ -410,14 +486,101 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_are_named_with_the_allowed_ones() -> Result<()> {
+        let data = "{\"text\": \"hi\", \"label\": \"Greet\", \"id\": 1, \"meta\": {\"a\": 2}}\n\
+                    {\"text\": \"refund please\", \"intent\": \"Refund\"}\n";
+        let problem = error_at(parse(data), 2);
+        assert!(
+            matches!(&problem, Problem::UnknownKey { key, entity: None, meant: Some("label"), .. } if key == "intent"),
+            "{problem}"
+        );
+        assert_eq!(
+            problem.to_string(),
+            "unknown key `intent`: expected only text, tokens, tags, label, entities, id, meta \
+             (did you mean `label`?)"
+        );
+        let data = r#"{"text": "ab", "entities": [{"start": 0, "end": 2, "type": "x"}]}"#;
+        let problem = error_at(parse(&format!("\n{data}")), 2);
+        assert_eq!(
+            problem.to_string(),
+            "unknown key `type` in entity 0: expected only start, end, label"
+        );
+        // Lenient: counted and skipped.
+        let opts = ReadOptions {
+            lenient: true,
+            ..ReadOptions::default()
+        };
+        let data = "{\"text\": \"a\", \"intent\": \"x\"}\n{\"text\": \"b\", \"label\": \"y\"}\n";
+        let (examples, report) = parse_jsonl(data.as_bytes(), Path::new("t.jsonl"), &opts)?;
+        assert_eq!((examples.len(), report.skipped), (1, 1));
+        assert!(report.warnings[0].contains("t.jsonl:1: unknown key `intent`"));
+        Ok(())
+    }
+
+    #[test]
+    fn prefixed_entity_labels_are_refused() {
+        let data = r#"{"text": "buy kindle", "entities": [{"start": 4, "end": 10, "label": "B-product"}]}"#;
+        let problem = error_at(parse(&format!("{{\"tokens\": [\"a\"]}}\n{data}")), 2);
+        assert!(
+            matches!(&problem, Problem::PrefixedEntityLabel { bare, .. } if bare == "product"),
+            "{problem}"
+        );
+        // A type that merely contains a hyphen is fine.
+        let data =
+            r#"{"text": "buy kindle", "entities": [{"start": 4, "end": 10, "label": "e-reader"}]}"#;
+        assert!(parse(data).is_ok());
+    }
+
+    #[test]
+    fn punctuation_next_to_entities_is_split_off() -> Result<()> {
+        let data = r#"{"text": "Refund A91362, please: my Kindle broke!", "entities": [{"start": 7, "end": 13, "label": "order"}, {"start": 26, "end": 32, "label": "product"}]}"#;
+        let (examples, _) = parse(data)?;
+        let e = &examples[0];
+        assert_eq!(
+            e.words,
+            [
+                "Refund", "A91362", ",", "please", ":", "my", "Kindle", "broke", "!"
+            ]
+        );
+        assert_eq!(
+            e.tags.as_deref(),
+            Some(&strings(&["O", "B-order", "O", "O", "O", "O", "B-product", "O", "O"])[..])
+        );
+        assert_eq!(e.char_span(1, 2), (7, 13));
+        // The same line split on whitespace only: the entity cuts the word `A91362,`.
+        let whitespace = ReadOptions {
+            words: WordSplit::Whitespace,
+            ..ReadOptions::default()
+        };
+        let err = parse_jsonl(data.as_bytes(), Path::new("t.jsonl"), &whitespace)
+            .expect_err("not on boundaries");
+        assert!(
+            err.to_string()
+                .contains("`A91362` is not on word boundaries")
+                && err.to_string().contains("words split on whitespace"),
+            "{err}"
+        );
+        // CJK: one word per ideograph, so an entity of two ideographs is fine.
+        let data =
+            r#"{"text": "我想去北京。", "entities": [{"start": 3, "end": 5, "label": "city"}]}"#;
+        let (examples, _) = parse(data)?;
+        assert_eq!(
+            examples[0].tags.as_deref(),
+            Some(&strings(&["O", "O", "O", "B-city", "I-city", "O"])[..])
+        );
+        Ok(())
+    }
+
+    #[test]
     fn offsets_are_characters_not_bytes() -> Result<()> {
         // "é" is 2 bytes and "日本" 6: offsets count characters.
         let data =
             r#"{"text": "café 日本 x", "entities": [{"start": 5, "end": 7, "label": "loc"}]}"#;
         let (examples, _) = parse(data)?;
+        // Each ideograph is a word.
         assert_eq!(
             examples[0].tags.as_deref(),
-            Some(&strings(&["O", "B-loc", "O"])[..])
+            Some(&strings(&["O", "B-loc", "I-loc", "O"])[..])
         );
         Ok(())
     }
@@ -427,6 +590,7 @@ mod tests {
         let opts = ReadOptions {
             scheme: TagScheme::Iob2,
             lenient: true,
+            ..ReadOptions::default()
         };
         let data = "{\"tokens\": [\"a\"]}\nnot json\n{\"tokens\": [\"b\"], \"tags\": [\"O\", \"O\"]}\n{\"tokens\": [\"c\"]}\n";
         let (examples, report) = parse_jsonl(data.as_bytes(), Path::new("t.jsonl"), &opts)?;
@@ -494,6 +658,46 @@ mod tests {
     }
 
     proptest! {
+        /// Entities next to punctuation (no space between) are on word boundaries when
+        /// punctuation is split off, and come back at the same character offsets.
+        #[test]
+        fn entities_next_to_punctuation_round_trip(
+            parts in proptest::collection::vec(
+                ("[a-zé]{1,5}|[A-Z][0-9]{2,4}|日本", "[,.:!?)(\"]{0,2}", " {0,1}", proptest::bool::ANY),
+                1..8,
+            )
+        ) {
+            let mut text = String::new();
+            let mut entities = Vec::new();
+            for (word, punct, space, entity) in &parts {
+                // A word glued to the previous punctuation would merge with a previous word.
+                if !text.is_empty() && !text.ends_with(' ') && !text.ends_with(|c: char| ",.:!?)(\"".contains(c)) {
+                    text.push(' ');
+                }
+                let start = text.chars().count();
+                text.push_str(word);
+                if *entity {
+                    entities.push((start, text.chars().count(), "thing".to_owned()));
+                }
+                text.push_str(punct);
+                text.push_str(space);
+            }
+            let record = serde_json::json!({
+                "text": text,
+                "entities": entities.iter().map(|(s, e, l)| serde_json::json!({"start": s, "end": e, "label": l})).collect::<Vec<_>>(),
+            });
+            let (examples, _) = parse(&record.to_string()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let tags = examples[0].tags.clone().unwrap_or_default();
+            let back: Vec<(usize, usize, String)> = examples[0]
+                .text_entities(&tags)
+                .into_iter()
+                .map(|t| (t.start, t.end, t.label))
+                .collect();
+            // Adjacent entities of one type merge into one span only if IOB2 said so; each
+            // entity is its own B- here, so they come back one by one.
+            prop_assert_eq!(back, entities);
+        }
+
         #[test]
         fn character_entities_round_trip((text, entities, spans) in arb_text_and_spans()) {
             let record = serde_json::json!({
@@ -501,7 +705,9 @@ mod tests {
                 "entities": entities.iter().map(|(s, e, l)| serde_json::json!({"start": s, "end": e, "label": l})).collect::<Vec<_>>(),
             });
             let line = record.to_string();
-            let (examples, _) = parse(&line).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let opts = ReadOptions { words: WordSplit::Whitespace, ..ReadOptions::default() };
+            let (examples, _) = parse_jsonl(line.as_bytes(), Path::new("t.jsonl"), &opts)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             let tags = examples[0].tags.clone().unwrap_or_default();
             prop_assert_eq!(iob2_to_spans(&tags), spans.clone());
             let found = examples[0].text_entities(&tags);

@@ -15,12 +15,13 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use conll::parse_conll;
+pub use conll::{NO_TAG, parse_conll};
 pub use jsonl::parse_jsonl;
 
 use crate::error::{Error, Problem, Result};
 use crate::example::Example;
 use crate::tags::TagScheme;
+use crate::words::WordSplit;
 
 /// A data format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,6 +119,10 @@ pub struct ReadOptions {
     /// failing on the first one. Problems with the layout (missing files, JointBERT files of
     /// different lengths) are errors either way.
     pub lenient: bool,
+    /// How the raw `text` of JSONL records is split into words (JointBERT and CoNLL input and
+    /// JSONL `tokens` are already split and kept as given).
+    #[serde(default)]
+    pub words: WordSplit,
 }
 
 /// What a reader saw.
