@@ -52,8 +52,11 @@ Commands:
            per configuration, same keys), release build:
              cargo xtask bench [--features ..] [--device cpu|wgpu|libtorch] [--threads N]
                                [--config small|seed|all] [--steps N] [--vs-torch PYTHON]
+                               [--devices LIST]
            --vs-torch also runs the PyTorch reference with that interpreter, on the same
-           machine in the same run, and prints the ratios (ours / PyTorch).
+           machine in the same run, and prints the ratios (ours / PyTorch). Training runs
+           on the devices `mtl train --device` uses (cpu: one replica per thread), or on
+           --devices (cpu for one replica, cpu,cpu for two).
            Fine-tuning and inference of a pretrained HuggingFace encoder instead, on the
            workload of ../shared/bench/hf_ref.py (its sentences from SPLIT/seq.in):
              cargo xtask bench --pretrained DIR [--data SPLIT] [--freeze-embeddings]
@@ -469,6 +472,7 @@ fn bench(args: &[String]) -> Result<()> {
     let mut pretrained: Option<String> = None;
     let mut data: Option<String> = None;
     let mut freeze_embeddings = false;
+    let mut devices: Option<String> = None;
     let mut dry_run = false;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -487,6 +491,7 @@ fn bench(args: &[String]) -> Result<()> {
             "--pretrained" => pretrained = Some(value()?),
             "--data" => data = Some(value()?),
             "--freeze-embeddings" => freeze_embeddings = true,
+            "--devices" => devices = Some(value()?),
             "--dry-run" => dry_run = true,
             other => bail!(
                 "unexpected argument `{other}` for `cargo xtask bench` (see `cargo xtask help`)"
@@ -520,6 +525,9 @@ fn bench(args: &[String]) -> Result<()> {
         cmd.args(extra)
             .args(["--device", &device, "--steps", &steps])
             .env("RAYON_NUM_THREADS", &threads);
+        if let Some(list) = &devices {
+            cmd.args(["--devices", list]);
+        }
         if let Some(torch) = &torch {
             torch.apply(&mut cmd);
         }

@@ -1,7 +1,8 @@
 //! `mtl-bench --config small|seed [--batch 32] [--seq 64] [--steps 10] [--warmup 2] [--device cpu]
-//! [--skip-train]`
+//! [--devices LIST] [--skip-train]`
 //! `mtl-bench --pretrained DIR --data SPLIT_DIR [--batch 32] [--batches 4] [--classes 7]
-//! [--tags 72] [--freeze-embeddings] [--steps 10] [--warmup 2] [--device cpu] [--skip-train]`
+//! [--tags 72] [--freeze-embeddings] [--steps 10] [--warmup 2] [--device cpu] [--devices LIST]
+//! [--skip-train]`
 //!
 //! The workload of `shared/bench/torch_ref.py`, through mtl's own model, loss and optimizer:
 //! vocabulary 1000, 3 classes, 5 tags, random token ids with lengths uniform in `seq/2..=seq`
@@ -17,6 +18,10 @@
 //! joint forward feeding both heads, the sum of both losses, backward and AdamW (lr 5e-5, weight
 //! decay 0.01); inference as above. The JSON line also splits the training step into its
 //! forward (with the loss), backward and optimizer parts (medians of each).
+//!
+//! Training runs on the devices `mtl train --device DEVICE` uses (on the CPU one data-parallel
+//! replica per thread, at most one per 8 examples), or on `--devices` (`cpu` for one replica);
+//! the JSON line says how many (`replicas`). Inference is one device.
 //!
 //! Thread count: `RAYON_NUM_THREADS` (set by `cargo xtask bench --threads N`).
 
@@ -59,7 +64,8 @@ struct Args {
     tags: usize,
     /// Keep the token, position and token-type embeddings fixed (as `freeze_embeddings`).
     freeze_embeddings: bool,
-    /// Training devices (`cpu,cpu`: two data-parallel replicas); default `device`.
+    /// Training devices (`cpu,cpu`: two data-parallel replicas, `cpu`: one); default what
+    /// `mtl train --device DEVICE` trains on.
     devices: Option<String>,
 }
 
@@ -128,7 +134,8 @@ fn make_items(b: usize, s: usize, vocab: u32, rng: &mut StdRng) -> Vec<Encoded> 
         .collect()
 }
 
-/// Times `a.steps` training steps after `a.warmup` on `a.devices` (else `a.device`):
+/// Times `a.steps` training steps after `a.warmup` on `a.devices` (else as `mtl train
+/// --device` trains):
 /// batch `i % batches.len()`, task `pick(i)`, both losses weighted 1, AdamW at `lr` with weight
 /// decay 0.01. Returns the trained model (plain device), the medians of the whole step, of its
 /// forward and backward passes (all replicas) and of the optimizer step, and the replica count.
@@ -140,7 +147,11 @@ fn time_training(
     pick: impl Fn(usize) -> Pick,
     lr: f64,
 ) -> Result<(MultitaskTransformer, [Option<f64>; 3], usize)> {
-    let devices = mtl::device::parse_list(a.devices.as_deref().unwrap_or(&a.device))?;
+    // As `mtl train`: `--device cpu` trains one replica per core.
+    let devices = match &a.devices {
+        Some(list) => mtl::device::parse_list(list)?,
+        None => mtl::device::training_devices(&a.device, a.batch)?,
+    };
     let parallel = DataParallel::new(&devices)?;
     let ad = devices[0].clone().autodiff();
     // As the trainer: through the plain device, so parameters are leaves under autodiff.

@@ -492,6 +492,18 @@ fn errors_are_said_once() {
                 "--data",
                 "data/quickstart",
                 "--out",
+                &out,
+                "--devices",
+                "cpu,tpu",
+            ],
+            "unknown device \"tpu\"",
+        ),
+        (
+            vec![
+                "train",
+                "--data",
+                "data/quickstart",
+                "--out",
                 "runs/never-trained-here",
                 "--resume",
             ],
