@@ -71,6 +71,22 @@ pub enum Error {
     /// The training data holds no labels for any task.
     #[error("the training data has neither sentence labels nor tags")]
     NoLabels,
+    /// A resume given other validation data than the run chose its best checkpoint on.
+    #[error(
+        "{}: the run chose its best checkpoint on {then} validation examples; resuming with \
+         {now} would {consequence}: resume with the run's validation data",
+        path.display()
+    )]
+    ValidationChanged {
+        /// The run directory.
+        path: std::path::PathBuf,
+        /// Validation examples when the run was written (`"these"` counts when equal).
+        then: String,
+        /// Validation examples now.
+        now: String,
+        /// What would go wrong.
+        consequence: &'static str,
+    },
     /// An invalid training option.
     #[error("invalid training option {option}: {message}")]
     Option {

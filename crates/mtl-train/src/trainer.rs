@@ -303,6 +303,42 @@ struct TrainerState {
     bad_epochs: usize,
     history: History,
     config: TrainConfig,
+    /// The validation data the best checkpoint was chosen on (absent in runs written before
+    /// it was recorded).
+    #[serde(default)]
+    validation: Option<ValidationId>,
+}
+
+/// What identifies a validation set: its size and a fingerprint of its words, labels and tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct ValidationId {
+    examples: usize,
+    fingerprint: u64,
+}
+
+impl ValidationId {
+    /// FNV-1a over each example's words, label and tags (a stable hash, unlike std's).
+    fn of(valid: &[Example]) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes.iter().chain([0xff].iter()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for e in valid {
+            e.words.iter().for_each(|w| eat(w.as_bytes()));
+            eat(e.label.as_deref().unwrap_or("\u{0}").as_bytes());
+            for t in e.tags.iter().flatten() {
+                eat(t.as_bytes());
+            }
+            eat(b"\n");
+        }
+        Self {
+            examples: valid.len(),
+            fingerprint: h,
+        }
+    }
 }
 
 /// File of the training config inside a run directory.
@@ -522,6 +558,7 @@ pub fn fit(
         bad_epochs: 0,
         history: History::default(),
         config: config.clone(),
+        validation: valid.filter(|v| !v.is_empty()).map(ValidationId::of),
     };
     if let Some(dir) = run_dir {
         fs::create_dir_all(dir).map_err(io(dir))?;
@@ -556,6 +593,30 @@ pub fn resume(
     })?;
     if let Some(epochs) = epochs {
         state.config.epochs = epochs;
+    }
+    // The best checkpoint was chosen on validation data: another set (or none) would compare
+    // other numbers, or replace `best/` every epoch.
+    let now = valid.filter(|v| !v.is_empty()).map(ValidationId::of);
+    if state.best_score.is_some() && now != state.validation {
+        let count = |v: Option<ValidationId>| v.map_or("no".into(), |v| v.examples.to_string());
+        let then = state.validation;
+        let same_size = matches!((then, now), (Some(a), Some(b)) if a.examples == b.examples);
+        if then.is_some() || now.is_none() {
+            return Err(Error::ValidationChanged {
+                path: run_dir.to_path_buf(),
+                then: count(then),
+                now: if same_size {
+                    format!("{} different", count(now))
+                } else {
+                    count(now)
+                },
+                consequence: if now.is_none() {
+                    "replace best/ every epoch"
+                } else {
+                    "compare scores of different data"
+                },
+            });
+        }
     }
     let (model, encoder) = load_model_dir(&last, device)?;
     let optimizer = AdamW::load(&last.join(OPTIMIZER_FILE), &device.clone().autodiff())?;
@@ -805,6 +866,13 @@ fn write_checkpoint(
     state: &TrainerState,
     best: bool,
 ) -> Result<()> {
+    // `best/` before `last/`: the trainer state in `last/` is what a resume believes, so it
+    // must never name a best checkpoint that a kill kept from being written. A kill between
+    // the two swaps leaves `last/` one epoch behind, and the resumed run replays that epoch
+    // (deterministically) and writes the same `best/` again.
+    if best {
+        swap_in_dir(&dir.join(BEST_DIR), |d| save_model_dir(model, encoder, d))?;
+    }
     swap_in_dir(&dir.join(LAST_DIR), |d| {
         save_model_dir(model, encoder, d)?;
         optimizer.save(&d.join(OPTIMIZER_FILE))?;
@@ -814,9 +882,6 @@ fn write_checkpoint(
         })?;
         write_atomic(&d.join(STATE_FILE), &json).map_err(io(d))
     })?;
-    if best {
-        swap_in_dir(&dir.join(BEST_DIR), |d| save_model_dir(model, encoder, d))?;
-    }
     let mut lines = String::new();
     for record in &state.history.epochs {
         let line = serde_json::to_string(record).map_err(|e| Error::State {

@@ -221,6 +221,32 @@ fn one_epoch_then_resume_equals_two_epochs() {
         std::slice::from_ref(&device),
     )
     .expect("first epoch");
+    // The best checkpoint was chosen on `valid`: no validation data, or other data, is refused
+    // before anything is written.
+    for (other, said) in [
+        (
+            None,
+            "on 12 validation examples; resuming with no would replace best/ every epoch",
+        ),
+        (
+            Some(&data.examples[12..24]),
+            "on 12 validation examples; resuming with 12 different would compare scores",
+        ),
+        (
+            Some(&data.examples[..11]),
+            "on 12 validation examples; resuming with 11 would compare scores",
+        ),
+    ] {
+        let err = resume(
+            &split_dir,
+            &data.examples,
+            other,
+            Some(2),
+            std::slice::from_ref(&device),
+        )
+        .expect_err("other validation data");
+        assert!(err.to_string().contains(said), "{err}");
+    }
     let resumed = resume(
         &split_dir,
         &data.examples,
