@@ -163,9 +163,38 @@ impl LrScales {
     }
 }
 
+/// Where a step's gradients are: as tensors on the device, or already read into host memory
+/// (the CPU backend, see [`HostGrads`]).
+enum Grads<'a> {
+    Tensors(&'a mut GradientsParams),
+    Host(HashMap<ParamId, Vec<f32>>),
+}
+
+/// One parameter's gradient, taken out of [`Grads`] (a value of the moment, never stored:
+/// the size difference of its variants costs nothing).
+#[allow(clippy::large_enum_variant)]
+enum Grad<const D: usize> {
+    Tensor(Tensor<D>),
+    Host(Vec<f32>),
+}
+
+/// The scalars of one parameter's AdamW update.
+struct Hyper {
+    config: AdamWConfig,
+    /// Learning rate of this parameter (scaled).
+    lr: f64,
+    /// Gradient clipping factor (1: none).
+    clip: f64,
+    /// Weight decay of this parameter (none on vectors).
+    decay: f64,
+    /// Bias corrections `1 - beta^t`.
+    bc1: f64,
+    bc2: f64,
+}
+
 struct Updater<'a> {
     opt: &'a mut AdamW,
-    grads: &'a mut GradientsParams,
+    grads: Grads<'a>,
     scales: &'a LrScales,
     lr: f64,
     clip: f64,
@@ -181,44 +210,32 @@ impl ModuleMapper for Updater<'_> {
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.remove::<D>(id) else {
+        let grad = match &mut self.grads {
+            Grads::Tensors(g) => g.remove::<D>(id).map(Grad::Tensor),
+            Grads::Host(g) => g.remove(&id).map(Grad::Host),
+        };
+        let Some(grad) = grad else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let tracked = tensor.is_require_grad();
-        let shape = tensor.dims();
-        let n: usize = shape.iter().product();
-        let p = tensor.inner().reshape([n]);
-        let g = grad.reshape([n]);
-        let g = if self.clip < 1.0 {
-            g.mul_scalar(self.clip)
-        } else {
-            g
-        };
         let key = self.path.join(".");
-        let lr = self.lr * self.scales.factor(&self.path);
         let c = self.opt.config;
-        let moments = match self.opt.state.remove(&key) {
-            Some(s) => s,
-            None => Moments {
-                m: Tensor::zeros([n], &p.device()),
-                v: Tensor::zeros([n], &p.device()),
-            },
-        };
-        let m = moments.m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
-        let v = moments.v.mul_scalar(c.beta2) + g.powi_scalar(2).mul_scalar(1.0 - c.beta2);
         let t = self.opt.step as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
-        let decay = if D >= 2 { c.weight_decay } else { 0.0 };
-        let p = if decay > 0.0 {
-            p.mul_scalar(1.0 - lr * decay)
-        } else {
-            p
+        let hyper = Hyper {
+            config: c,
+            lr: self.lr * self.scales.factor(&self.path),
+            clip: self.clip,
+            decay: if D >= 2 { c.weight_decay } else { 0.0 },
+            bc1: 1.0 - c.beta1.powi(t),
+            bc2: 1.0 - c.beta2.powi(t),
         };
-        let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(c.eps);
-        let p = p - m.clone().div(denom).mul_scalar(lr / bc1);
-        self.opt.state.insert(key, Moments { m, v });
-        let mut out = Tensor::from_inner(p.reshape(shape));
+        let moments = self.opt.state.remove(&key);
+        let (p, moments) = match grad {
+            Grad::Tensor(g) => tensor_update(tensor.inner(), g, moments, &hyper),
+            Grad::Host(g) => host_update(tensor.inner(), g, moments, &hyper),
+        };
+        self.opt.state.insert(key, moments);
+        let mut out = Tensor::from_inner(p);
         if tracked {
             out = out.require_grad();
         }
@@ -226,7 +243,40 @@ impl ModuleMapper for Updater<'_> {
     }
 }
 
-/// Whether `module`'s parameters live on the CPU backend, where [`HostUpdater`] runs.
+/// AdamW on parameter `p` with gradient `g` as tensor ops (any backend).
+fn tensor_update<const D: usize>(
+    p: Tensor<D>,
+    g: Tensor<D>,
+    moments: Option<Moments>,
+    h: &Hyper,
+) -> (Tensor<D>, Moments) {
+    let shape = p.dims();
+    let n: usize = shape.iter().product();
+    let p = p.reshape([n]);
+    let g = g.reshape([n]);
+    let g = if h.clip < 1.0 {
+        g.mul_scalar(h.clip)
+    } else {
+        g
+    };
+    let c = h.config;
+    let moments = moments.unwrap_or_else(|| Moments {
+        m: Tensor::zeros([n], &p.device()),
+        v: Tensor::zeros([n], &p.device()),
+    });
+    let m = moments.m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
+    let v = moments.v.mul_scalar(c.beta2) + g.powi_scalar(2).mul_scalar(1.0 - c.beta2);
+    let p = if h.decay > 0.0 {
+        p.mul_scalar(1.0 - h.lr * h.decay)
+    } else {
+        p
+    };
+    let denom = v.clone().sqrt().div_scalar(h.bc2.sqrt()).add_scalar(c.eps);
+    let p = p - m.clone().div(denom).mul_scalar(h.lr / h.bc1);
+    (p.reshape(shape), Moments { m, v })
+}
+
+/// Whether `module`'s parameters live on the CPU backend, where [`host_update`] runs.
 fn on_host<M: Module>(module: &M) -> bool {
     struct First(Option<Device>);
     impl ModuleVisitor for First {
@@ -292,80 +342,55 @@ type ChunkOf4<'a> = (((&'a mut [f32], &'a mut [f32]), &'a mut [f32]), &'a [f32])
 /// Elements per parallel task of the host update.
 const CHUNK: usize = 1 << 14;
 
-/// [`Updater`] on host memory: one fused pass per parameter.
-struct HostUpdater<'a> {
-    opt: &'a mut AdamW,
-    grads: HashMap<ParamId, Vec<f32>>,
-    scales: &'a LrScales,
-    lr: f64,
-    clip: f64,
-    path: Vec<String>,
-}
-
-impl ModuleMapper for HostUpdater<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some(g) = self.grads.remove(&id) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
-        let tracked = tensor.is_require_grad();
-        let shape = tensor.shape();
-        let inner = tensor.inner();
-        let device = inner.device();
-        let mut p = host_values(inner);
-        let n = p.len();
-        let key = self.path.join(".");
-        let lr = self.lr * self.scales.factor(&self.path);
-        let c = self.opt.config;
-        let (mut m, mut v) = match self.opt.state.remove(&key) {
-            Some(s) => (host_values(s.m), host_values(s.v)),
-            None => (vec![0.0; n], vec![0.0; n]),
-        };
-        let t = self.opt.step as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
-        let decay = if D >= 2 { c.weight_decay } else { 0.0 };
-        // The scalars as the tensor path hands them to its f32 ops.
-        let clip = (self.clip < 1.0).then_some(self.clip as f32);
-        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-        let (ob1, ob2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
-        let keep = (decay > 0.0).then_some((1.0 - lr * decay) as f32);
-        let (sbc2, eps, rate) = (bc2.sqrt() as f32, c.eps as f32, (lr / bc1) as f32);
-        let update = |(((p, m), v), g): ChunkOf4| {
-            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-                let g = clip.map_or(g, |k| g * k);
-                *m = *m * b1 + g * ob1;
-                *v = *v * b2 + (g * g) * ob2;
-                if let Some(k) = keep {
-                    *p *= k;
-                }
-                let denom = v.sqrt() / sbc2 + eps;
-                *p -= (*m / denom) * rate;
+/// [`tensor_update`] as one fused pass over host memory (the CPU backend), the same
+/// arithmetic op for op in f32.
+fn host_update<const D: usize>(
+    p: Tensor<D>,
+    g: Vec<f32>,
+    moments: Option<Moments>,
+    h: &Hyper,
+) -> (Tensor<D>, Moments) {
+    let shape = p.shape();
+    let device = p.device();
+    let mut p = host_values(p);
+    let n = p.len();
+    let (mut m, mut v) = match moments {
+        Some(s) => (host_values(s.m), host_values(s.v)),
+        None => (vec![0.0; n], vec![0.0; n]),
+    };
+    let c = h.config;
+    // The scalars as the tensor path hands them to its f32 ops.
+    let clip = (h.clip < 1.0).then_some(h.clip as f32);
+    let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+    let (ob1, ob2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
+    let keep = (h.decay > 0.0).then_some((1.0 - h.lr * h.decay) as f32);
+    let (sbc2, eps, rate) = (h.bc2.sqrt() as f32, c.eps as f32, (h.lr / h.bc1) as f32);
+    let update = |(((p, m), v), g): ChunkOf4| {
+        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+            let g = clip.map_or(g, |k| g * k);
+            *m = *m * b1 + g * ob1;
+            *v = *v * b2 + (g * g) * ob2;
+            if let Some(k) = keep {
+                *p *= k;
             }
-        };
-        debug_assert!(n == g.len() && n == m.len() && n == v.len());
-        p.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .zip(g.par_chunks(CHUNK))
-            .for_each(update);
-        let moments = Moments {
-            m: Tensor::from_data(TensorData::new(m, [n]), &device),
-            v: Tensor::from_data(TensorData::new(v, [n]), &device),
-        };
-        self.opt.state.insert(key, moments);
-        let mut out = Tensor::from_inner(Tensor::from_data(TensorData::new(p, shape), &device));
-        if tracked {
-            out = out.require_grad();
+            let denom = v.sqrt() / sbc2 + eps;
+            *p -= (*m / denom) * rate;
         }
-        Param::from_mapped_value(id, out, mapper)
-    }
+    };
+    debug_assert!(n == g.len() && n == m.len() && n == v.len());
+    p.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(update);
+    let moments = Moments {
+        m: Tensor::from_data(TensorData::new(m, [n]), &device),
+        v: Tensor::from_data(TensorData::new(v, [n]), &device),
+    };
+    (
+        Tensor::from_data(TensorData::new(p, shape), &device),
+        moments,
+    )
 }
 
 impl AdamW {
@@ -419,33 +444,18 @@ impl AdamW {
         scales: &LrScales,
         host: bool,
     ) -> (M, StepInfo) {
-        if host {
-            let (host, grad_norm) = HostGrads::take(&module, grads);
-            let clip = clip_coefficient(grad_norm, max_grad_norm);
-            self.step += 1;
-            let mut updater = HostUpdater {
-                opt: self,
-                grads: host,
-                scales,
-                lr,
-                clip,
-                path: Vec::new(),
-            };
-            let module = module.map(&mut updater);
-            return (
-                module,
-                StepInfo {
-                    grad_norm,
-                    clip_coef: clip,
-                },
-            );
-        }
-        let grad_norm = global_grad_norm(&module, &grads);
+        let (grads, grad_norm) = if host {
+            let (host, norm) = HostGrads::take(&module, grads);
+            (Grads::Host(host), norm)
+        } else {
+            let norm = global_grad_norm(&module, &grads);
+            (Grads::Tensors(&mut grads), norm)
+        };
         let clip = clip_coefficient(grad_norm, max_grad_norm);
         self.step += 1;
         let mut updater = Updater {
             opt: self,
-            grads: &mut grads,
+            grads,
             scales,
             lr,
             clip,
