@@ -231,30 +231,35 @@ fn killed_and_resumed_runs_equal_an_unbroken_run() {
     let full = t0.elapsed();
 
     let out = base.join("run");
-    let (mut kills, mut inside, mut attempts) = (0usize, 0usize, 0usize);
+    let (mut kills, mut inside, mut training, mut attempts, mut cycles) = (0, 0, 0, 0, 0);
     // Kill instants spread over a process's life (golden-ratio steps through [0, 1)), up to
-    // 60% of an unbroken run: each process starts from the last checkpoint, so they land
-    // in startup, training, validation, checkpoint writes and the final evaluation.
+    // 70% of an unbroken run: each process starts from the last checkpoint, so they land in
+    // startup, training, validation, checkpoint writes and the final evaluation. A run that
+    // completes is compared with the reference and started again until there were enough.
     let mut frac = 0.0f64;
-    loop {
-        attempts += 1;
-        assert!(attempts < 400, "no progress after {attempts} attempts");
-        frac = (frac + 0.618_033_988_75) % 1.0;
-        let step = next_step(&out);
-        let mut child = train_command(&config, &out, step)
-            .spawn()
-            .expect("mtl starts");
-        let deadline = Instant::now() + full.mul_f64(0.6 * frac);
-        let mut finished = None;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().expect("wait") {
-                finished = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
+    while kills < KILLS {
+        cycles += 1;
+        for d in [out.clone(), out.with_file_name("run.replacing")] {
+            let _ = std::fs::remove_dir_all(d);
         }
-        match finished {
-            Some(status) => {
+        loop {
+            attempts += 1;
+            assert!(attempts < 600, "no progress after {attempts} attempts");
+            frac = (frac + 0.618_033_988_75) % 1.0;
+            let step = next_step(&out);
+            let mut child = train_command(&config, &out, step)
+                .spawn()
+                .expect("mtl starts");
+            let deadline = Instant::now() + full.mul_f64(0.7 * frac);
+            let mut finished = None;
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    finished = Some(status);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if let Some(status) = finished {
                 let mut err = String::new();
                 if let Some(mut e) = child.stderr.take() {
                     use std::io::Read;
@@ -262,29 +267,29 @@ fn killed_and_resumed_runs_equal_an_unbroken_run() {
                 }
                 assert!(status.success(), "{step:?} failed: {err}");
                 assert!(!err.contains("panicked"), "{err}");
-                if kills >= KILLS {
-                    break;
-                }
+                break;
             }
-            None => {
-                child.kill().expect("SIGKILL");
-                child.wait().expect("reaped");
-                kills += 1;
-                inside += usize::from(inside_a_write(&out));
-            }
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+            kills += 1;
+            inside += usize::from(inside_a_write(&out));
+            training += usize::from(!out.join("metrics.json").exists());
         }
+        assert_same_run(&reference, &out);
     }
     eprintln!(
-        "chaos: {kills} kills ({inside} inside a write) over {attempts} runs; unbroken run {:.1}s, \
-         test {:.1}s",
+        "chaos: {kills} kills ({inside} inside a write, {training} before the run was complete) \
+         over {attempts} processes and {cycles} runs; unbroken run {:.1}s, test {:.1}s",
         full.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    assert!(kills >= KILLS);
     assert!(
         inside >= 5,
         "only {inside} of {kills} kills landed inside a write"
     );
-    assert_same_run(&reference, &out);
+    assert!(
+        training >= KILLS / 2,
+        "only {training} of {kills} kills landed before the run was complete"
+    );
     let _ = std::fs::remove_dir_all(&base);
 }

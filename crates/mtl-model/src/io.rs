@@ -78,6 +78,19 @@ impl MultitaskTransformer {
         let config = load_config(dir)?;
         let weights = dir.join(WEIGHTS_FILE);
         let bytes = fs::read(&weights).map_err(io_err(&weights))?;
+        // Weights are stored as f32 (at least 2 bytes a value for any float type): a config
+        // asking for more values than the file can hold is refused before it is allocated.
+        let needed = config.min_values();
+        if needed.saturating_mul(2) > bytes.len() as u128 {
+            return Err(Error::Weights {
+                path: weights,
+                message: format!(
+                    "{CONFIG_FILE} describes at least {needed} weights, more than the file's {} \
+                     bytes hold",
+                    bytes.len()
+                ),
+            });
+        }
         Self::new(&config, device)?.load_bytes(bytes, &weights)
     }
 

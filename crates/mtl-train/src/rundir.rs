@@ -140,17 +140,20 @@ fn recover_checkpoint(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Resolves a run directory after a possible kill while an `--overwrite` swapped it in: the
-/// directory itself, else its complete `.replacing` copy, else the `.replaced` one.
+/// Resolves a run directory after a possible kill while an `--overwrite` swapped it in: a
+/// `.replacing` run with a checkpoint (it was due to replace the directory), else the
+/// directory itself, else the `.replaced` one.
 fn run_dir_after_kill(dir: &Path) -> PathBuf {
-    if dir.exists() {
-        return dir.to_path_buf();
+    let staging = sibling(dir, "replacing");
+    if checkpoint_dir(&staging.join(LAST_DIR))
+        .join(STATE_FILE)
+        .is_file()
+    {
+        return staging;
     }
-    for suffix in ["replacing", "replaced"] {
-        let d = sibling(dir, suffix);
-        if d.join(LAST_DIR).exists() || d.join(BEST_DIR).exists() {
-            return d;
-        }
+    let replaced = sibling(dir, "replaced");
+    if !dir.exists() && replaced.exists() {
+        return replaced;
     }
     dir.to_path_buf()
 }
@@ -237,19 +240,30 @@ impl RunDir {
     ///
     /// [`Error::RunExists`], [`Error::NotARunDir`], [`Error::Locked`] or an I/O error.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
-        Self::finish_interrupted_replace(path)?;
-        let empty = match fs::read_dir(path) {
-            Ok(mut entries) => entries.next().is_none(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(io(path)(e)),
+        let empty = |path: &Path| match fs::read_dir(path) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .all(|e| e.file_name() == std::ffi::OsStr::new(LOCK_FILE))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(io(path)(e)),
         };
+        // Nothing is written into a directory that is not mtl's, not even the lock.
+        if !empty(path)? && !is_run_dir(path) {
+            return Err(Error::NotARunDir {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut locks = Self::lock_and_recover(path)?;
+        let empty = empty(path)?;
         if empty {
-            fs::create_dir_all(path).map_err(io(path))?;
-            let lock = lock(path)?;
+            if locks.is_empty() {
+                fs::create_dir_all(path).map_err(io(path))?;
+                locks.push(lock(path)?);
+            }
             return Ok(Self {
                 path: path.to_path_buf(),
                 staging: None,
-                _locks: vec![lock],
+                _locks: locks,
             });
         }
         if !is_run_dir(path) {
@@ -257,7 +271,6 @@ impl RunDir {
                 path: path.to_path_buf(),
             });
         }
-        let held = lock(path)?;
         if !overwrite {
             return Err(Error::RunExists {
                 path: path.to_path_buf(),
@@ -265,13 +278,12 @@ impl RunDir {
         }
         let staging = sibling(path, "replacing");
         remove_dir_if_present(&staging)?;
-        remove_dir_if_present(&sibling(path, "replaced"))?;
         fs::create_dir_all(&staging).map_err(io(&staging))?;
-        let staged = lock(&staging)?;
+        locks.push(lock(&staging)?);
         Ok(Self {
             path: path.to_path_buf(),
             staging: Some(staging),
-            _locks: vec![held, staged],
+            _locks: locks,
         })
     }
 
@@ -282,10 +294,15 @@ impl RunDir {
     ///
     /// [`Error::Locked`] or an I/O error.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::finish_interrupted_replace(path)?;
-        let held = lock(path)?;
-        remove_dir_if_present(&sibling(path, "replacing"))?;
-        remove_dir_if_present(&sibling(path, "replaced"))?;
+        if path.exists() && !is_run_dir(path) {
+            return Err(Error::NotARunDir {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut locks = Self::lock_and_recover(path)?;
+        if locks.is_empty() {
+            locks.push(lock(path)?);
+        }
         for sub in [BEST_DIR, LAST_DIR] {
             recover_checkpoint(&path.join(sub))?;
         }
@@ -297,18 +314,42 @@ impl RunDir {
         Ok(Self {
             path: path.to_path_buf(),
             staging: None,
-            _locks: vec![held],
+            _locks: locks,
         })
     }
 
-    /// A kill between the two renames of [`commit`](Self::commit) leaves no `path` but a
-    /// complete `.replacing`: finish the replacement.
-    fn finish_interrupted_replace(path: &Path) -> Result<()> {
-        let found = run_dir_after_kill(path);
-        if found != path {
-            rename_durable(&found, path).map_err(io(&found))?;
+    /// Locks `path` (when it exists) and finishes or discards a replacement a kill
+    /// interrupted: a `.replacing` run that has written its first checkpoint was due to be
+    /// swapped in, and is; one without a checkpoint is removed. Returns the locks held on the
+    /// resulting `path` (none when it does not exist).
+    fn lock_and_recover(path: &Path) -> Result<Vec<File>> {
+        let staging = sibling(path, "replacing");
+        let replaced = sibling(path, "replaced");
+        let mut locks = Vec::new();
+        if path.exists() {
+            locks.push(lock(path)?);
+        } else if staging.exists() {
+            // The other writer, if alive, holds this one.
+            lock(&staging)?;
         }
-        Ok(())
+        if checkpoint_dir(&staging.join(LAST_DIR))
+            .join(STATE_FILE)
+            .is_file()
+        {
+            remove_dir_if_present(&replaced)?;
+            if path.exists() {
+                rename_durable(path, &replaced).map_err(io(path))?;
+            }
+            rename_durable(&staging, path).map_err(io(&staging))?;
+            locks.clear();
+            locks.push(lock(path)?);
+        } else if !path.exists() && replaced.exists() {
+            rename_durable(&replaced, path).map_err(io(&replaced))?;
+            locks.push(lock(path)?);
+        }
+        remove_dir_if_present(&staging)?;
+        remove_dir_if_present(&replaced)?;
+        Ok(locks)
     }
 
     /// Where files go now: the staging directory of a replacement until
@@ -803,12 +844,15 @@ mod tests {
         let mut third = RunDir::create(&run, true)?;
         write_atomic(&third.path().join(TRAIN_CONFIG_FILE), b"new").map_err(io(&run))?;
         fs::create_dir_all(third.path().join(LAST_DIR)).map_err(io(&run))?;
+        fs::write(third.path().join(LAST_DIR).join(STATE_FILE), "{}").map_err(io(&run))?;
         third.commit()?;
         assert_eq!(third.path(), run.as_path());
         assert_eq!(fs::read(run.join(TRAIN_CONFIG_FILE)).ok(), Some(b"new".to_vec()));
         drop(third);
-        // A kill between the renames of a commit: no `run`, a complete `run.replacing`.
+        // A kill between the renames of a commit: the earlier run aside, a `run.replacing`
+        // with its first checkpoint.
         fs::rename(&run, sibling(&run, "replacing")).map_err(io(&run))?;
+        fs::create_dir_all(sibling(&run, "replaced")).map_err(io(&run))?;
         assert_eq!(
             resolve_model_dir(&run),
             run.clone(),
