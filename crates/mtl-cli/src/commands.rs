@@ -130,6 +130,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(dir) = &args.pretrained {
         file.model.pretrained = Some(dir.clone());
     }
+    // Everything is checked before a run directory is touched.
+    t.validate()?;
     let devices = match args
         .devices
         .clone()
@@ -142,8 +144,6 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if devices.len() > 1 {
         eprintln!("data-parallel training on {} replicas", devices.len());
     }
-    // Everything is checked before a run directory is touched.
-    file.train.validate()?;
     let words = if args.resume {
         let last = inputs::check_resumable(&args.out)?;
         inputs::check_resume_flags(&args.out, &file, args.config.is_some())?;
