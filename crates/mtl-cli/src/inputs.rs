@@ -62,7 +62,12 @@ pub const RUN_CONFIG_FILE: &str = "config.toml";
 
 /// Options that do not change what a resumed run computes: how many epochs (the library
 /// re-plans the schedule and says so), progress display, devices.
-const RESUME_FREE: [&str; 4] = ["train.epochs", "train.min_steps", "train.progress", "train.devices"];
+const RESUME_FREE: [&str; 4] = [
+    "train.epochs",
+    "train.min_steps",
+    "train.progress",
+    "train.devices",
+];
 
 /// Flattens a JSON value into `dotted.key = value` pairs.
 fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
@@ -182,7 +187,10 @@ pub fn check_output(path: &Path, examples: &[Example], data: &Path, model: &Path
         return Ok(()); // A new file is no input.
     };
     if target.is_dir() {
-        bail!("--predictions {} is a directory: name a file", path.display());
+        bail!(
+            "--predictions {} is a directory: name a file",
+            path.display()
+        );
     }
     let mut files: Vec<PathBuf> = split_files(examples);
     files.push(data.to_path_buf());

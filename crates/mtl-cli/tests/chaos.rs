@@ -35,17 +35,23 @@ fn scratch(name: &str) -> PathBuf {
 
 fn train_command(config: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtl"));
-    cmd.args(["train", "--data", "data/quickstart", "--format", "jointbert"])
-        .arg("--config")
-        .arg(config)
-        .arg("--out")
-        .arg(out)
-        .args(["--devices", "cpu", "--plain"])
-        .args(extra)
-        .env("MTL_TEST_WRITE_PAUSE_MS", PAUSE_MS)
-        .current_dir(workspace())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "train",
+        "--data",
+        "data/quickstart",
+        "--format",
+        "jointbert",
+    ])
+    .arg("--config")
+    .arg(config)
+    .arg("--out")
+    .arg(out)
+    .args(["--devices", "cpu", "--plain"])
+    .args(extra)
+    .env("MTL_TEST_WRITE_PAUSE_MS", PAUSE_MS)
+    .current_dir(workspace())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     cmd
 }
 
@@ -104,7 +110,11 @@ fn tensors(dir: &Path) -> Vec<(String, Vec<u32>)> {
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let values = param.val().into_data().try_to_vec::<f32>().expect("f32 weights");
+            let values = param
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 weights");
             self.out.push((
                 self.path.join("."),
                 values.iter().map(|v| v.to_bits()).collect(),
@@ -198,7 +208,9 @@ fn assert_same_run(a: &Path, b: &Path) {
             == std::fs::read(b.join("training_curve.svg")).ok(),
         "training_curve.svg"
     );
-    for leftover in ["best.tmp", "best.new", "best.old", "last.tmp", "last.new", "last.old"] {
+    for leftover in [
+        "best.tmp", "best.new", "best.old", "last.tmp", "last.new", "last.old",
+    ] {
         assert!(!b.join(leftover).exists(), "{leftover} left behind");
     }
 }

@@ -253,7 +253,10 @@ fn score_matches_seqeval_on_a_known_case() {
     );
     assert!(r.pointer("/accuracy").and_then(|v| v.as_f64()).is_some());
     for key in ["/macro", "/weighted", "/per_type"] {
-        assert!(r.pointer(key).is_some_and(|v| v.is_object()), "score lacks {key}");
+        assert!(
+            r.pointer(key).is_some_and(|v| v.is_object()),
+            "score lacks {key}"
+        );
     }
 }
 
@@ -889,7 +892,15 @@ fn run_directories_are_never_lost() {
     let model = std::fs::read(copy.join("best/model.bpk")).expect("model");
     let out = copy.to_str().expect("utf8");
     let train = |extra: &[&str]| {
-        let mut args = vec!["train", "--data", "data/quickstart", "--format", "jointbert", "--out", out];
+        let mut args = vec![
+            "train",
+            "--data",
+            "data/quickstart",
+            "--format",
+            "jointbert",
+            "--out",
+            out,
+        ];
         args.extend_from_slice(extra);
         mtl(&args)
     };
@@ -898,7 +909,10 @@ fn run_directories_are_never_lost() {
     assert_clean_error(&o, "batch_size");
     let o = train(&["--overwrite", "--sampling", "nonsense"]);
     assert!(!o.status.success());
-    assert_eq!(std::fs::read(copy.join("best/model.bpk")).ok().as_ref(), Some(&model));
+    assert_eq!(
+        std::fs::read(copy.join("best/model.bpk")).ok().as_ref(),
+        Some(&model)
+    );
     assert!(copy.join("last/trainer_state.json").is_file());
     // --resume with a flag that would change the run.
     let o = train(&["--resume", "--lr", "0.5"]);
@@ -911,8 +925,15 @@ fn run_directories_are_never_lost() {
     let before = std::fs::read(&gold).expect("gold");
     for target in [gold.clone(), copy.join("best/config.json")] {
         let o = mtl(&[
-            "eval", "--model", out, "--data", "data/quickstart", "--split", "test",
-            "--predictions", target.to_str().expect("utf8"),
+            "eval",
+            "--model",
+            out,
+            "--data",
+            "data/quickstart",
+            "--split",
+            "test",
+            "--predictions",
+            target.to_str().expect("utf8"),
         ]);
         assert_clean_error(&o, "is an input");
     }

@@ -34,9 +34,9 @@ pub use eval::{
     evaluate_with, predict,
 };
 pub use parallel::DataParallel;
+pub use rundir::{RunDir, check_model_dir};
 pub use sampler::SamplingStrategy;
 pub use seed_api::{MultitaskDataset, train_model};
-pub use rundir::{RunDir, check_model_dir};
 pub use trainer::{
     EpochRecord, History, LossWeights, SelectMetric, TrainConfig, TrainOutcome, check_chars, fit,
     fit_in, load_model_dir, resume, resume_in, save_model_dir,

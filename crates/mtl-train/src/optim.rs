@@ -909,7 +909,10 @@ mod tests {
             let (a, b) = (&opt.state[key], &back.state[key]);
             assert_eq!(bits(&a.m), bits(&b.m), "first moment of {key}");
             assert_eq!(bits(&a.v), bits(&b.v), "second moment of {key}");
-            assert!(bits(&a.v).iter().any(|&x| x != 0), "{key}: moments were updated");
+            assert!(
+                bits(&a.v).iter().any(|&x| x != 0),
+                "{key}: moments were updated"
+            );
         }
         let bytes = std::fs::read(&path).expect("read");
         let refused = |bytes: &[u8], said: &str| {

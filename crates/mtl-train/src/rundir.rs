@@ -120,11 +120,7 @@ pub fn checkpoint_dir(dir: &Path) -> PathBuf {
         return fresh;
     }
     let old = sibling(dir, "old");
-    if old.exists() {
-        old
-    } else {
-        dir.to_path_buf()
-    }
+    if old.exists() { old } else { dir.to_path_buf() }
 }
 
 /// Repairs a checkpoint directory after a kill: the copy [`checkpoint_dir`] picks is renamed
@@ -838,16 +834,25 @@ mod tests {
             assert_ne!(second.path(), run.as_path());
             write_atomic(&second.path().join(TRAIN_CONFIG_FILE), b"new").map_err(io(&run))?;
             // Dropped without commit (a failure before the first checkpoint).
-            assert_eq!(fs::read(run.join(TRAIN_CONFIG_FILE)).ok(), Some(b"old".to_vec()));
+            assert_eq!(
+                fs::read(run.join(TRAIN_CONFIG_FILE)).ok(),
+                Some(b"old".to_vec())
+            );
         }
-        assert_eq!(fs::read(run.join(TRAIN_CONFIG_FILE)).ok(), Some(b"old".to_vec()));
+        assert_eq!(
+            fs::read(run.join(TRAIN_CONFIG_FILE)).ok(),
+            Some(b"old".to_vec())
+        );
         let mut third = RunDir::create(&run, true)?;
         write_atomic(&third.path().join(TRAIN_CONFIG_FILE), b"new").map_err(io(&run))?;
         fs::create_dir_all(third.path().join(LAST_DIR)).map_err(io(&run))?;
         fs::write(third.path().join(LAST_DIR).join(STATE_FILE), "{}").map_err(io(&run))?;
         third.commit()?;
         assert_eq!(third.path(), run.as_path());
-        assert_eq!(fs::read(run.join(TRAIN_CONFIG_FILE)).ok(), Some(b"new".to_vec()));
+        assert_eq!(
+            fs::read(run.join(TRAIN_CONFIG_FILE)).ok(),
+            Some(b"new".to_vec())
+        );
         drop(third);
         // A kill between the renames of a commit: the earlier run aside, a `run.replacing`
         // with its first checkpoint.
@@ -859,7 +864,10 @@ mod tests {
             "no model in it, the path itself"
         );
         let reopened = RunDir::open(&run)?;
-        assert_eq!(fs::read(run.join(TRAIN_CONFIG_FILE)).ok(), Some(b"new".to_vec()));
+        assert_eq!(
+            fs::read(run.join(TRAIN_CONFIG_FILE)).ok(),
+            Some(b"new".to_vec())
+        );
         drop(reopened);
         fs::remove_dir_all(&base).map_err(io(&base))
     }

@@ -308,7 +308,10 @@ fn an_interrupted_run_resumed_equals_the_unbroken_run_to_the_bit() {
     )
     .expect("resumed");
     assert_eq!(timeless(&resumed.history), timeless(&full.history));
-    assert!(weights(&resumed.model) == weights(&full.model), "weights differ");
+    assert!(
+        weights(&resumed.model) == weights(&full.model),
+        "weights differ"
+    );
     assert_eq!(resumed.best_epoch, full.best_epoch);
     // The schedule spans the whole run in both parts: 21 steps, warmup 10.
     let steps: Vec<u64> = full.history.epochs.iter().map(|e| e.step).collect();
@@ -557,7 +560,10 @@ fn a_model_directory_whose_files_disagree_is_refused() {
                 if path.ends_with(file) && *f == found.to_string() && *e == expected.to_string()),
             "{field}: {said}"
         );
-        assert!(said.contains(file) && said.contains("config.json"), "{said}");
+        assert!(
+            said.contains(file) && said.contains("config.json"),
+            "{said}"
+        );
     }
     std::fs::write(&config_path, &original).expect("restore");
     // Both engines refuse a model and an encoder that disagree, with the same error.

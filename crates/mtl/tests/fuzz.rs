@@ -101,7 +101,15 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             .prop_map(|(a, n)| Mutation::Number(a, n)),
         (
             at,
-            prop::sample::select(vec!["[]", "{}", "\"x\"", "null", "true", "[[1,2]]", "{\"a\":1}"])
+            prop::sample::select(vec![
+                "[]",
+                "{}",
+                "\"x\"",
+                "null",
+                "true",
+                "[[1,2]]",
+                "{\"a\":1}"
+            ])
         )
             .prop_map(|(a, t)| Mutation::WrongType(a, t)),
     ]
@@ -170,21 +178,18 @@ fn fuzz(name: &str, path: &Path, check: impl Fn(&Path) -> Result<(), String>) {
         ..Config::default()
     });
     let (ok, refused) = (std::cell::Cell::new(0usize), std::cell::Cell::new(0usize));
-    let result = runner.run(
-        &prop::collection::vec(mutation(), 1..4),
-        |mutations| {
-            std::fs::write(path, apply(original.clone(), &mutations)).expect("write");
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(path))) {
-                Ok(Ok(())) => ok.set(ok.get() + 1),
-                Ok(Err(message)) => {
-                    prop_assert!(!message.is_empty(), "an error without a message");
-                    refused.set(refused.get() + 1);
-                }
-                Err(_) => prop_assert!(false, "{name}: panicked on {mutations:?}"),
+    let result = runner.run(&prop::collection::vec(mutation(), 1..4), |mutations| {
+        std::fs::write(path, apply(original.clone(), &mutations)).expect("write");
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(path))) {
+            Ok(Ok(())) => ok.set(ok.get() + 1),
+            Ok(Err(message)) => {
+                prop_assert!(!message.is_empty(), "an error without a message");
+                refused.set(refused.get() + 1);
             }
-            Ok(())
-        },
-    );
+            Err(_) => prop_assert!(false, "{name}: panicked on {mutations:?}"),
+        }
+        Ok(())
+    });
     std::fs::write(path, &original).expect("restore");
     if let Err(e) = result {
         panic!("{name}: {e}");
@@ -299,7 +304,10 @@ fn data_files() -> (PathBuf, PathBuf, PathBuf) {
     let mut jsonl = String::new();
     for (i, e) in examples.iter().enumerate() {
         let tags = e.tags.clone().unwrap_or_default();
-        conll.push_str(&format!("# label = {}\n", e.label.as_deref().unwrap_or("_")));
+        conll.push_str(&format!(
+            "# label = {}\n",
+            e.label.as_deref().unwrap_or("_")
+        ));
         for (w, t) in e.words.iter().zip(&tags) {
             conll.push_str(&format!("{w}\t{t}\n"));
         }
@@ -362,7 +370,7 @@ fn run_directory_files_never_panic() {
         "tags.json",
         "model.bpk",
     ] {
-        fuzz(&format!("best/{name}"), &best.join(name), &load);
+        fuzz(&format!("best/{name}"), &best.join(name), load);
     }
     let last = run.join("last");
     fuzz("last/optimizer.bin", &last.join("optimizer.bin"), |p| {
@@ -374,7 +382,11 @@ fn run_directory_files_never_panic() {
     fuzz(
         "last/trainer_state.json",
         &last.join("trainer_state.json"),
-        |_| mtl::train::rundir::resume_point(run).map(|_| ()).map_err(show),
+        |_| {
+            mtl::train::rundir::resume_point(run)
+                .map(|_| ())
+                .map_err(show)
+        },
     );
     fuzz("train_config.json", &run.join("train_config.json"), |_| {
         mtl::train::rundir::read_train_config(run)
