@@ -145,8 +145,8 @@ fn run() -> Result<()> {
     }
 }
 
-/// `cargo xtask fuzz [--cases N]`: the fuzz tests (`crates/mtl/tests/fuzz.rs`) with N cases
-/// per file kind.
+/// `cargo xtask fuzz [--cases N]`: the fuzz tests (`crates/mtl/tests/fuzz.rs` and mtl-cli's
+/// `config_toml_never_panics`) with N cases per file kind.
 fn fuzz(args: &[String]) -> Result<()> {
     let mut cases = "20000".to_owned();
     let mut dry_run = false;
@@ -163,9 +163,19 @@ fn fuzz(args: &[String]) -> Result<()> {
             other => bail!("unexpected argument `{other}` for `cargo xtask fuzz`"),
         }
     }
-    Cargo::new(["test", "--release", "--workspace", "--test", "fuzz"])
-        .env("MTL_FUZZ_CASES", &cases)
-        .run(dry_run)
+    // `crates/mtl/tests/fuzz.rs`, and mtl-cli's `config.toml` test (a unit test of the binary).
+    Cargo::new([
+        "test",
+        "--release",
+        "--workspace",
+        "--test",
+        "fuzz",
+        "--bins",
+        "--",
+        "never_panic",
+    ])
+    .env("MTL_FUZZ_CASES", &cases)
+    .run(dry_run)
 }
 
 /// The workspace root: the nearest directory at or above `cwd` whose `Cargo.toml` declares

@@ -797,6 +797,52 @@ mod tests {
         fs::remove_dir_all(&base).map_err(io(&base))
     }
 
+    /// A stored configuration that could never have trained (a batch size of 0 would divide
+    /// by zero) or numbers that contradict the history are refused naming the file.
+    #[test]
+    fn a_trainer_state_is_checked_when_read() -> Result<()> {
+        let base = temp("state");
+        let path = base.join(STATE_FILE);
+        let state = |config: TrainConfig, epochs_done: usize| TrainerState {
+            epochs_done,
+            step: 0,
+            best_score: None,
+            best_epoch: None,
+            bad_epochs: 0,
+            history: History::default(),
+            config,
+            validation: None,
+        };
+        let write = |s: &TrainerState| {
+            fs::write(&path, serde_json::to_vec(s).expect("json")).map_err(io(&path))
+        };
+        write(&state(TrainConfig::default(), 0))?;
+        assert!(TrainerState::read(&path).is_ok());
+        for (bad, said) in [
+            (
+                state(
+                    TrainConfig {
+                        batch_size: 0,
+                        ..TrainConfig::default()
+                    },
+                    0,
+                ),
+                "batch_size",
+            ),
+            (state(TrainConfig::default(), usize::MAX), "epochs_done"),
+        ] {
+            write(&bad)?;
+            match TrainerState::read(&path) {
+                Err(Error::State { path: p, message }) => {
+                    assert_eq!(p, path);
+                    assert!(message.contains(said), "{message}");
+                }
+                other => panic!("expected a state error about {said}, got {other:?}"),
+            }
+        }
+        fs::remove_dir_all(&base).map_err(io(&base))
+    }
+
     #[test]
     fn a_second_writer_is_refused_and_the_lock_dies_with_its_holder() -> Result<()> {
         let base = temp("lock");

@@ -2,8 +2,8 @@
 //! chunks spliced, numbers made huge or negative, values given the wrong type), for every
 //! data reader (JointBERT, CoNLL, JSONL) and every file of a run directory (`config.json`,
 //! `encoder.json`, `vocab.json`, `labels.json`, `tags.json`, `model.bpk`, `optimizer.bin`,
-//! `trainer_state.json`, `train_config.json`; `config.toml` is the CLI's, fuzzed in
-//! `crates/mtl-cli/tests/fuzz.rs`). Whatever the bytes, the reader returns a value or a typed
+//! `trainer_state.json`, `train_config.json`; `config.toml` is the CLI's, fuzzed by
+//! `config::tests::config_toml_never_panics` in mtl-cli). Whatever the bytes, the reader returns a value or a typed
 //! error: never a panic, never an abort, and never an allocation past [`CAP`] (this binary's
 //! allocator refuses one, which aborts the test).
 //!
