@@ -940,3 +940,78 @@ fn run_directories_are_never_lost() {
     assert_eq!(std::fs::read(&gold).expect("gold"), before);
     std::fs::remove_dir_all(copy.parent().expect("parent")).ok();
 }
+
+/// IOB2 tags of one sentence written as IOBES.
+fn to_iobes(tags: &[&str]) -> Vec<String> {
+    (0..tags.len())
+        .map(|i| {
+            let t = tags[i];
+            let kind = t.get(2..).unwrap_or("");
+            let continues = tags.get(i + 1).is_some_and(|n| *n == format!("I-{kind}"));
+            match (t.get(..2), continues) {
+                (Some("B-"), false) => format!("S-{kind}"),
+                (Some("I-"), false) => format!("E-{kind}"),
+                _ => t.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// `mtl eval` reads data with the run's own `[data]` options: a run whose config says IOBES
+/// scores IOBES files exactly as the IOB2 originals.
+#[test]
+fn eval_reads_data_with_the_runs_options() {
+    let run = trained_run();
+    let base = scratch("iobes");
+    let copy = base.join("run");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(run)
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let config = std::fs::read_to_string(copy.join("config.toml")).expect("config.toml");
+    assert!(config.contains("scheme = \"iob2\""), "{config}");
+    std::fs::write(
+        copy.join("config.toml"),
+        config.replace("scheme = \"iob2\"", "scheme = \"iobes\""),
+    )
+    .expect("config");
+    let src = workspace().join("data/quickstart/test");
+    let split = base.join("data/test");
+    std::fs::create_dir_all(&split).expect("split");
+    for name in ["seq.in", "label"] {
+        std::fs::copy(src.join(name), split.join(name)).expect("copy");
+    }
+    let tags = std::fs::read_to_string(src.join("seq.out")).expect("seq.out");
+    let iobes: Vec<String> = tags
+        .lines()
+        .map(|l| to_iobes(&l.split_whitespace().collect::<Vec<_>>()).join(" "))
+        .collect();
+    assert!(iobes.iter().any(|l| l.contains("S-") || l.contains("E-")));
+    std::fs::write(split.join("seq.out"), iobes.join("\n") + "\n").expect("seq.out");
+    let eval = |model: &Path, data: &Path| {
+        mtl(&[
+            "eval",
+            "--model",
+            model.to_str().expect("utf8"),
+            "--data",
+            data.to_str().expect("utf8"),
+            "--split",
+            "test",
+        ])
+    };
+    let f1 = |o: &Output| -> f64 {
+        assert!(o.status.success(), "{}", stderr(o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        r.pointer("/ner/f1").and_then(|v| v.as_f64()).expect("f1")
+    };
+    let original = f1(&eval(run, Path::new("data/quickstart")));
+    let as_iobes = f1(&eval(&copy, &base.join("data")));
+    assert_eq!(original, as_iobes);
+    // The run trained on IOB2 reads the IOBES file as IOB2: S-/E- tags are not IOB2.
+    let o = eval(run, &base.join("data"));
+    assert!(!o.status.success() || f1(&o) != original);
+    std::fs::remove_dir_all(&base).ok();
+}
