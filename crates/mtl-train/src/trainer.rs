@@ -486,6 +486,7 @@ pub fn fit(
     devices: &[Device],
 ) -> Result<TrainOutcome> {
     config.validate()?;
+    check_metric(config.select_metric, valid)?;
     let mut run = run_dir.map(|d| RunDir::create(d, true)).transpose()?;
     fit_in(
         model,

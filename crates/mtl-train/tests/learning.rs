@@ -655,3 +655,60 @@ fn packed_inference_predicts_as_the_burn_model() {
         "{n1:?} vs {n2:?}"
     );
 }
+
+/// A selection metric the validation data cannot give (accuracy on data without sentence
+/// labels) would score 0 every epoch and drive early stopping: it is refused before anything
+/// is trained or written.
+#[test]
+fn a_selection_metric_the_validation_data_cannot_give_is_refused() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    let ner_only: Vec<mtl_data::Example> = data.examples[..12]
+        .iter()
+        .map(|e| mtl_data::Example {
+            label: None,
+            ..e.clone()
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("mtl-metric-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (metric, ok) in [
+        (mtl_train::SelectMetric::Accuracy, false),
+        (mtl_train::SelectMetric::FrameAccuracy, false),
+        (mtl_train::SelectMetric::EntityF1, true),
+    ] {
+        let cfg = TrainConfig {
+            select_metric: metric,
+            ..config(SamplingStrategy::Joint, 1)
+        };
+        let result = fit(
+            small_model(&encoder, &device),
+            &encoder,
+            &data.examples,
+            Some(&ner_only),
+            &cfg,
+            Some(&dir),
+            std::slice::from_ref(&device),
+        );
+        match result {
+            Ok(out) => {
+                assert!(ok, "{metric:?} accepted");
+                let score = out.history.epochs[0].score.expect("a score");
+                assert!(score > 0.0, "{metric:?} scored {score}");
+            }
+            Err(err) => {
+                assert!(!ok, "{metric:?}: {err}");
+                assert!(
+                    matches!(err, mtl_train::Error::MetricUnavailable { .. }),
+                    "{err}"
+                );
+                let said = err.to_string();
+                assert!(said.contains("sentence labels") && said.contains("entity_f1"), "{said}");
+                assert!(!dir.join("last").exists(), "nothing trained");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
