@@ -705,7 +705,10 @@ fn a_selection_metric_the_validation_data_cannot_give_is_refused() {
                     "{err}"
                 );
                 let said = err.to_string();
-                assert!(said.contains("sentence labels") && said.contains("entity_f1"), "{said}");
+                assert!(
+                    said.contains("sentence labels") && said.contains("entity_f1"),
+                    "{said}"
+                );
                 assert!(!dir.join("last").exists(), "nothing trained");
             }
         }
