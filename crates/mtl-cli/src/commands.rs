@@ -80,6 +80,10 @@ fn load_train_data(args: &TrainArgs, opts: &ReadOptions) -> Result<TrainData> {
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
+    // A new run: a forgotten --overwrite (or a directory that is not a run) is said at once.
+    if !args.resume {
+        RunDir::check_new(&args.out, args.overwrite)?;
+    }
     // A run to resume is locked and recovered from any kill before anything is read from it.
     let mut resumed = if args.resume {
         inputs::check_resumable(&args.out)?;

@@ -189,6 +189,17 @@ pub fn resume_point(run_dir: &Path) -> Result<ResumePoint> {
     })
 }
 
+/// Whether `dir` is absent or holds nothing but a lock file.
+fn is_empty(dir: &Path) -> Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .flatten()
+            .all(|e| e.file_name() == std::ffi::OsStr::new(LOCK_FILE))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
 /// Whether `dir` is a run directory mtl wrote (or began to write).
 pub fn is_run_dir(dir: &Path) -> bool {
     [TRAIN_CONFIG_FILE, LOCK_FILE, LAST_DIR]
@@ -236,22 +247,10 @@ impl RunDir {
     ///
     /// [`Error::RunExists`], [`Error::NotARunDir`], [`Error::Locked`] or an I/O error.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
-        let empty = |path: &Path| match fs::read_dir(path) {
-            Ok(entries) => Ok(entries
-                .flatten()
-                .all(|e| e.file_name() == std::ffi::OsStr::new(LOCK_FILE))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(io(path)(e)),
-        };
         // Nothing is written into a directory that is not mtl's, not even the lock.
-        if !empty(path)? && !is_run_dir(path) {
-            return Err(Error::NotARunDir {
-                path: path.to_path_buf(),
-            });
-        }
+        Self::check_new(path, overwrite)?;
         let mut locks = Self::lock_and_recover(path)?;
-        let empty = empty(path)?;
-        if empty {
+        if is_empty(path)? {
             if locks.is_empty() {
                 fs::create_dir_all(path).map_err(io(path))?;
                 locks.push(lock(path)?);
@@ -262,16 +261,8 @@ impl RunDir {
                 _locks: locks,
             });
         }
-        if !is_run_dir(path) {
-            return Err(Error::NotARunDir {
-                path: path.to_path_buf(),
-            });
-        }
-        if !overwrite {
-            return Err(Error::RunExists {
-                path: path.to_path_buf(),
-            });
-        }
+        // Recovery may have finished an interrupted replacement: check what is there now.
+        Self::check_new(path, overwrite)?;
         let staging = sibling(path, "replacing");
         remove_dir_if_present(&staging)?;
         fs::create_dir_all(&staging).map_err(io(&staging))?;
@@ -281,6 +272,34 @@ impl RunDir {
             staging: Some(staging),
             _locks: locks,
         })
+    }
+
+    /// Checks, without writing anything, that [`create`](Self::create) may start a new run in
+    /// `path`: it is absent or empty, or it holds a run and `overwrite` is given (commands call
+    /// it before loading data, so that a forgotten `--overwrite` is said at once).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotARunDir`] or [`Error::RunExists`].
+    pub fn check_new(path: &Path, overwrite: bool) -> Result<()> {
+        let empty = is_empty(path)?;
+        // A replacement a kill interrupted counts as the run it was about to become.
+        let has_run = run_dir_after_kill(path) != path || (!empty && is_run_dir(path));
+        if !has_run {
+            return if empty {
+                Ok(())
+            } else {
+                Err(Error::NotARunDir {
+                    path: path.to_path_buf(),
+                })
+            };
+        }
+        if !overwrite {
+            return Err(Error::RunExists {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(())
     }
 
     /// Opens the existing run in `path` to continue it: locks it and repairs what a kill left
