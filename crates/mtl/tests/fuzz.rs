@@ -199,67 +199,73 @@ fn fuzz(name: &str, path: &Path, check: impl Fn(&Path) -> Result<(), String>) {
     assert!(refused > 0, "{name}: no mutation was refused");
 }
 
-/// A tiny run directory (one epoch on 48 quickstart examples), made once.
+/// A tiny run directory (one epoch on 48 quickstart examples), made once, for the fuzz test
+/// alone (it mutates its files).
 fn run_dir() -> &'static PathBuf {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("mtl-fuzz-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (train, _) = read_examples(
-            &workspace().join("data/quickstart/train"),
-            Some(Format::JointBert),
-            &ReadOptions::default(),
-        )
-        .expect("quickstart");
-        let train = &train[..48];
-        let (vocab, words) = (
-            mtl::data::WordVocab::build(train, &mtl::data::WordVocabConfig::default()),
-            train,
-        );
-        let encoder = Encoder::build(words, mtl::data::TextEncoder::Word(vocab), 16)
-            .expect("encoder")
-            .with_chars(Some(mtl::data::CharSpec {
-                max_chars: 8,
-                buckets: 32,
-            }))
-            .expect("chars");
-        let mut config = MultitaskConfig::new(
-            encoder.text.vocab_size(),
-            encoder.labels.len(),
-            encoder.tags.len(),
-        )
-        .with_d_model(8)
-        .with_nhead(2)
-        .with_num_encoder_layers(1)
-        .with_dim_feedforward(8)
-        .with_max_seq_length(16);
-        config.char_features = Some(mtl::model::CharFeatures {
-            buckets: 32,
-            max_chars: 8,
-            embedding_dim: 4,
-            filters: 4,
-            kernel_size: 3,
-        });
-        let device = Device::flex();
-        let model = MultitaskTransformer::new(&config, &device).expect("model");
-        let train_config = TrainConfig {
-            epochs: 1,
-            batch_size: 16,
-            progress: ProgressMode::Off,
-            ..TrainConfig::default()
-        };
-        mtl::train::fit(
-            model,
-            &encoder,
-            train,
-            Some(&train[..8]),
-            &train_config,
-            Some(&dir),
-            &[device],
-        )
-        .expect("tiny run");
+        make_run(&dir);
         dir
     })
+}
+
+/// Trains one epoch of a tiny model into `dir`.
+fn make_run(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let (train, _) = read_examples(
+        &workspace().join("data/quickstart/train"),
+        Some(Format::JointBert),
+        &ReadOptions::default(),
+    )
+    .expect("quickstart");
+    let train = &train[..48];
+    let (vocab, words) = (
+        mtl::data::WordVocab::build(train, &mtl::data::WordVocabConfig::default()),
+        train,
+    );
+    let encoder = Encoder::build(words, mtl::data::TextEncoder::Word(vocab), 16)
+        .expect("encoder")
+        .with_chars(Some(mtl::data::CharSpec {
+            max_chars: 8,
+            buckets: 32,
+        }))
+        .expect("chars");
+    let mut config = MultitaskConfig::new(
+        encoder.text.vocab_size(),
+        encoder.labels.len(),
+        encoder.tags.len(),
+    )
+    .with_d_model(8)
+    .with_nhead(2)
+    .with_num_encoder_layers(1)
+    .with_dim_feedforward(8)
+    .with_max_seq_length(16);
+    config.char_features = Some(mtl::model::CharFeatures {
+        buckets: 32,
+        max_chars: 8,
+        embedding_dim: 4,
+        filters: 4,
+        kernel_size: 3,
+    });
+    let device = Device::flex();
+    let model = MultitaskTransformer::new(&config, &device).expect("model");
+    let train_config = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        progress: ProgressMode::Off,
+        ..TrainConfig::default()
+    };
+    mtl::train::fit(
+        model,
+        &encoder,
+        train,
+        Some(&train[..8]),
+        &train_config,
+        Some(dir),
+        &[device],
+    )
+    .expect("tiny run");
 }
 
 fn show(e: impl std::fmt::Display) -> String {
@@ -399,15 +405,9 @@ fn run_directory_files_never_panic() {
 /// with a typed error naming the file and both sizes (no panic at the first step).
 #[test]
 fn an_optimizer_state_of_another_model_is_refused_at_resume() {
-    let run = run_dir();
+    // A run of its own: the fuzz test mutates the files of the shared one.
     let copy = scratch("mismatch").join("run");
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(run)
-        .arg(&copy)
-        .status()
-        .expect("cp");
-    assert!(status.success());
+    make_run(&copy);
     let optimizer = copy.join("last/optimizer.bin");
     let bytes = std::fs::read(&optimizer).expect("optimizer");
     let len = u64::from_le_bytes(bytes[10..18].try_into().expect("8")) as usize;
