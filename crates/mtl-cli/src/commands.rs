@@ -19,8 +19,10 @@ use mtl::train::eval::{
     EvalReport, PredictOptions, Prediction, predict_encoded, score as score_predictions,
 };
 use mtl::train::metrics::{Mode, Scheme, entity_report, token_accuracy};
-use mtl::train::trainer::{BEST_DIR, LAST_DIR, ProgressMode, TrainConfig, checkpoint_dir};
-use mtl::train::{InferenceEngine, embed as embed_encoded, evaluate_with, fit, resume};
+use mtl::train::trainer::{BEST_DIR, ProgressMode, TrainConfig};
+use mtl::train::{
+    InferenceEngine, RunDir, embed as embed_encoded, evaluate_with, fit_in, resume_in,
+};
 use serde_json::json;
 
 use crate::config::{FileConfig, TokenizerKind};
@@ -76,38 +78,29 @@ fn load_train_data(args: &TrainArgs, opts: &ReadOptions) -> Result<TrainData> {
     })
 }
 
-fn prepare_run_dir(out: &Path, overwrite: bool) -> Result<()> {
-    if !out.exists() {
-        return Ok(());
-    }
-    let empty = fs::read_dir(out)
-        .with_context(|| format!("cannot read {}", out.display()))?
-        .next()
-        .is_none();
-    if empty {
-        return Ok(());
-    }
-    if !overwrite {
-        bail!(
-            "run directory {} already exists: pass --overwrite to replace it or --resume to continue it",
-            out.display()
-        );
-    }
-    if !out.join(mtl::train::trainer::TRAIN_CONFIG_FILE).exists() {
-        bail!(
-            "{} is not an mtl run directory; refusing to delete it",
-            out.display()
-        );
-    }
-    eprintln!("replacing the run directory {}", out.display());
-    fs::remove_dir_all(out).with_context(|| format!("cannot remove {}", out.display()))?;
-    Ok(())
-}
-
 pub fn train(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
+    // A run to resume is locked and recovered from any kill before anything is read from it.
+    let mut resumed = if args.resume {
+        inputs::check_resumable(&args.out)?;
+        let run = RunDir::open(&args.out)?;
+        let point = mtl::train::rundir::resume_point(run.path())?;
+        eprintln!(
+            "resuming {} after epoch {} of {} (step {})",
+            args.out.display(),
+            point.epochs_done,
+            point.epochs,
+            point.step
+        );
+        Some(run)
+    } else {
+        None
+    };
+    let run_config = args.out.join(inputs::RUN_CONFIG_FILE);
     let mut file = match (&args.config, &args.pretrained) {
         (Some(path), _) => FileConfig::load(path)?,
+        // Resuming: the run's own configuration, which the flags must then leave as it is.
+        (None, _) if args.resume && run_config.is_file() => FileConfig::load(&run_config)?,
         // No config file: fine-tuning a checkpoint wants other defaults than training from
         // scratch.
         (None, Some(_)) => FileConfig::fine_tuning(),
@@ -137,6 +130,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(dir) = &args.pretrained {
         file.model.pretrained = Some(dir.clone());
     }
+    // Everything is checked before a run directory is touched.
+    t.validate()?;
     let devices = match args
         .devices
         .clone()
@@ -150,9 +145,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
         eprintln!("data-parallel training on {} replicas", devices.len());
     }
     let words = if args.resume {
-        inputs::check_resumable(&args.out)?;
+        let last = inputs::check_resumable(&args.out)?;
+        inputs::check_resume_flags(&args.out, &file, args.config.is_some())?;
         // Split raw text as the run was trained to, whatever the config now says.
-        Encoder::load(&checkpoint_dir(&args.out.join(LAST_DIR)))?.words
+        Encoder::load(&last)?.words
     } else {
         file.tokenizer.words
     };
@@ -182,18 +178,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
         ("test", data.test.as_deref()),
     ])?;
 
-    let outcome = if args.resume {
-        eprintln!("resuming {}", args.out.display());
-        inputs::write_provenance(&args.out, provenance, true)?;
-        resume(
-            &args.out,
+    let (outcome, run) = if let Some(mut run) = resumed.take() {
+        inputs::write_provenance(run.path(), provenance, true)?;
+        let outcome = resume_in(
+            &mut run,
             &data.train,
             data.valid.as_deref(),
             args.epochs,
+            None,
             &devices,
-        )?
+        )?;
+        (outcome, run)
     } else {
-        prepare_run_dir(&args.out, args.overwrite)?;
         let hf = file
             .model
             .pretrained
@@ -305,35 +301,53 @@ pub fn train(args: TrainArgs) -> Result<()> {
             }
             None => model,
         };
-        fs::create_dir_all(&args.out)
-            .with_context(|| format!("cannot create {}", args.out.display()))?;
-        inputs::write_provenance(&args.out, provenance, false)?;
+        mtl::train::SelectMetric::check(
+            file.train.select_metric,
+            data.valid.iter().flatten().any(|e| e.label.is_some()),
+            data.valid.iter().flatten().any(|e| e.tags.is_some()),
+        )
+        .or_else(|e| if data.valid.is_some() { Err(e) } else { Ok(()) })?;
+        // An earlier run in --out is replaced only once this one has written its first
+        // checkpoint; until then this run lives beside it.
+        let mut run = RunDir::create(&args.out, args.overwrite)?;
+        if args.overwrite && run.path() != args.out {
+            eprintln!(
+                "training beside the run in {}: it is replaced once the first epoch is saved",
+                args.out.display()
+            );
+        }
+        inputs::write_provenance(run.path(), provenance, false)?;
         let toml = toml::to_string_pretty(&file).context("cannot serialise the config")?;
-        mtl::model::write_atomic(&args.out.join("config.toml"), toml.as_bytes())
-            .with_context(|| format!("cannot write {}", args.out.join("config.toml").display()))?;
-        fit(
+        let config_path = run.path().join(inputs::RUN_CONFIG_FILE);
+        mtl::model::write_atomic(&config_path, toml.as_bytes())
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
+        let outcome = fit_in(
             model,
             &encoder,
             &data.train,
             data.valid.as_deref(),
             &file.train,
-            Some(&args.out),
+            Some(&mut run),
+            None,
             &devices,
-        )?
+        )?;
+        (outcome, run)
     };
+    let out = run.final_path().to_path_buf();
 
-    let best_epoch = plot::best_epoch(&outcome.history);
-    let curve = args.out.join("training_curve.svg");
+    // The epoch `best/` holds, as the trainer chose it (ties go to the first).
+    let best_epoch = outcome.best_epoch;
+    let curve = out.join("training_curve.svg");
     plot::training_curve(&outcome.history, best_epoch, &curve)?;
     // Final figures come from the best checkpoint, as `mtl eval` would load it.
-    let (model, encoder) = mtl::train::trainer::load_model_dir(&args.out, &device)?;
+    let (model, encoder) = mtl::train::trainer::load_model_dir(&out, &device)?;
     let model = model.valid();
     let batch = file.train.eval_batch_size;
     let mut metrics = serde_json::Map::new();
     metrics.insert("epochs".into(), json!(outcome.history.epochs.len()));
     metrics.insert("best_epoch".into(), json!(best_epoch));
     metrics.insert("stopped_early".into(), json!(outcome.stopped_early));
-    metrics.insert("model".into(), json!(args.out.join(BEST_DIR)));
+    metrics.insert("model".into(), json!(out.join(BEST_DIR)));
     for (name, examples) in [("valid", &data.valid), ("test", &data.test)] {
         if let Some(examples) = examples {
             let options = PredictOptions::new(batch).with_engine(engine_arg("auto", &args.device)?);
@@ -351,16 +365,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
         json!(started.elapsed().as_secs_f64()),
     );
     let text = serde_json::to_string_pretty(&metrics)?;
-    let path = args.out.join("metrics.json");
+    let path = out.join("metrics.json");
     mtl::model::write_atomic(&path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("{text}");
     eprintln!(
         "run written to {} (best model in {}/best, curve in {})",
-        args.out.display(),
-        args.out.display(),
+        out.display(),
+        out.display(),
         curve.display()
     );
+    drop(run);
     Ok(())
 }
 
@@ -378,9 +393,13 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let device = device::parse(&args.device)?;
     let (model, encoder) = inputs::load_model(&args.model, &device)?;
     let model = model.valid();
+    // The data is read as the run read its own: tag scheme and lenient mode from its
+    // config.toml (when the model is a run's), words split as the encoder was trained to.
+    let data = inputs::run_data_options(&args.model)?;
     let opts = ReadOptions {
+        scheme: data.scheme()?,
+        lenient: data.lenient,
         words: encoder.words,
-        ..ReadOptions::default()
     };
     let (examples, report) = inputs::read_eval_data(
         &args.data.data,
@@ -389,6 +408,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         &opts,
     )?;
     report_reading("evaluation data", &report);
+    if let Some(path) = &args.predictions {
+        inputs::check_output(path, &examples, &args.data.data, &args.model)?;
+    }
     let unseen = inputs::warn_unseen("evaluation", &examples, &encoder);
     let (encoded, encode_report) = encoder.encode_all(&examples)?;
     if encode_report.truncated > 0 {
@@ -433,10 +455,10 @@ fn engine_arg(name: &str, device: &str) -> Result<InferenceEngine> {
     }
 }
 
+/// Writes the predictions whole, replacing `path` only once they are all written (an earlier
+/// file there is never truncated first).
 fn write_conll(path: &Path, examples: &[Example], predictions: &[Prediction]) -> Result<()> {
-    let file =
-        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut w = BufWriter::new(file);
+    let mut w: Vec<u8> = Vec::new();
     for (ex, p) in examples.iter().zip(predictions) {
         if let Some(label) = &ex.label {
             writeln!(w, "# gold_label = {label}")?;
@@ -453,8 +475,7 @@ fn write_conll(path: &Path, examples: &[Example], predictions: &[Prediction]) ->
         }
         writeln!(w)?;
     }
-    w.flush()?;
-    Ok(())
+    mtl::model::write_atomic(path, &w).with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn predict(args: PredictArgs) -> Result<()> {

@@ -246,6 +246,58 @@ impl FileConfig {
 mod tests {
     use super::*;
 
+    /// `config.toml` (a run's, or `--config`), mutated: truncated, bytes replaced, bytes
+    /// inserted; loading and checking it is a value or an error, never a panic. Cases:
+    /// `MTL_FUZZ_CASES` (`cargo xtask fuzz`), 300 by default.
+    #[test]
+    fn config_toml_never_panics() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let dir = std::env::temp_dir().join(format!("mtl-config-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("config.toml");
+        let original = toml::to_string_pretty(&FileConfig::fine_tuning()).expect("toml");
+        let cases = std::env::var("MTL_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let edits = prop::collection::vec((0.0..1.0f64, any::<u8>(), 0u8..3), 1..4);
+        let result = runner.run(&edits, |edits| {
+            let mut bytes = original.clone().into_bytes();
+            for (at, byte, kind) in edits {
+                let i = ((bytes.len() as f64 * at) as usize).min(bytes.len());
+                match kind {
+                    0 => bytes.truncate(i),
+                    1 if i < bytes.len() => bytes[i] = byte,
+                    _ => bytes.insert(i, byte),
+                }
+            }
+            std::fs::write(&path, &bytes).expect("write");
+            let checked = std::panic::catch_unwind(|| -> Result<()> {
+                let config = FileConfig::load(&path)?;
+                config.train.validate()?;
+                config.data.scheme()?;
+                config.model.char_spec()?;
+                Ok(())
+            });
+            prop_assert!(
+                checked.is_ok(),
+                "panicked on {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            Ok(())
+        });
+        std::fs::remove_dir_all(&dir).ok();
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
     /// Every shipped config parses (unknown keys are errors), and the documented example
     /// holds the defaults.
     #[test]

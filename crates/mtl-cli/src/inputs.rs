@@ -13,11 +13,12 @@ use mtl::data::{
 };
 use mtl::model::MultitaskTransformer;
 use mtl::model::io::CONFIG_FILE;
-use mtl::train::trainer::{
-    LAST_DIR, STATE_FILE, checkpoint_dir, load_model_dir, resolve_model_dir,
-};
+use mtl::train::rundir::STATE_FILE;
+use mtl::train::trainer::{LAST_DIR, load_model_dir, resolve_model_dir};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+
+use crate::config::{DataSection, FileConfig};
 
 /// What a model directory is, for messages.
 const MODEL_DIR: &str = "a run directory written by `mtl train --out` (holding best/ or last/) \
@@ -38,21 +39,175 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(MultitaskTransformer,
     Ok(load_model_dir(path, device)?)
 }
 
-/// Checks that `out` holds a run that `--resume` can continue.
-pub fn check_resumable(out: &Path) -> Result<()> {
-    if !out.exists() {
-        bail!(
-            "nothing to resume: {} does not exist; start the run without --resume",
-            out.display()
-        );
-    }
-    let last = checkpoint_dir(&out.join(LAST_DIR));
-    if !last.join(STATE_FILE).is_file() {
+/// Checks that `out` holds a run that `--resume` can continue; its last checkpoint.
+pub fn check_resumable(out: &Path) -> Result<PathBuf> {
+    let Some(last) = mtl::train::rundir::last_checkpoint(out) else {
+        if !out.exists() {
+            bail!(
+                "nothing to resume: {} does not exist; start the run without --resume",
+                out.display()
+            );
+        }
         bail!(
             "nothing to resume in {}: it has no {LAST_DIR}/{STATE_FILE} (no epoch finished, or \
              not a run directory); start the run again with --overwrite",
             out.display()
         );
+    };
+    Ok(last)
+}
+
+/// The CLI's configuration inside a run directory.
+pub const RUN_CONFIG_FILE: &str = "config.toml";
+
+/// Options that do not change what a resumed run computes: how many epochs (the library
+/// re-plans the schedule and says so), progress display, devices.
+const RESUME_FREE: [&str; 4] = [
+    "train.epochs",
+    "train.min_steps",
+    "train.progress",
+    "train.devices",
+];
+
+/// Flattens a JSON value into `dotted.key = value` pairs.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.to_string());
+        }
+    }
+}
+
+/// Refuses `--resume` with a configuration (`--config`, `--lr`, `--batch-size`, `--seed`,
+/// `--sampling`, `--pretrained`) that differs from the run's own: a resumed run continues with
+/// the run's configuration, so a changed one would be silently ignored. Paths compare by what
+/// they point to.
+pub fn check_resume_flags(out: &Path, given: &FileConfig, has_config: bool) -> Result<()> {
+    let run_toml = out.join(RUN_CONFIG_FILE);
+    let run = if run_toml.is_file() {
+        FileConfig::load(&run_toml)?
+    } else {
+        // A run written by the library: only its training options are known.
+        let mut run = given.clone();
+        run.train = mtl::train::rundir::read_train_config(out)?;
+        if has_config {
+            eprintln!(
+                "warning: {} has no {RUN_CONFIG_FILE}: only [train] of --config is checked \
+                 against the run",
+                out.display()
+            );
+        }
+        run
+    };
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", &serde_json::to_value(&run)?, &mut a);
+    flatten("", &serde_json::to_value(given)?, &mut b);
+    let same_path = |x: &str, y: &str| {
+        let canon = |s: &str| {
+            let p = PathBuf::from(s.trim_matches('"'));
+            fs::canonicalize(&p).unwrap_or(p)
+        };
+        x == y || canon(x) == canon(y)
+    };
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut changes = Vec::new();
+    for key in keys {
+        if RESUME_FREE.contains(&key.as_str()) {
+            continue;
+        }
+        let (then, now) = (
+            a.get(key).map_or("unset", String::as_str),
+            b.get(key).map_or("unset", String::as_str),
+        );
+        let is_path = key == "model.pretrained" || key == "tokenizer.path";
+        if then != now && !(is_path && same_path(then, now)) {
+            changes.push(format!("{key}: the run has {then}, given {now}"));
+        }
+    }
+    if !changes.is_empty() {
+        bail!(
+            "{}: --resume continues the run as it was configured, but {}; start a new run \
+             (another --out, or --overwrite) to train with them",
+            out.display(),
+            changes.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// The `[data]` options of the run a model belongs to (its `config.toml`, in the model
+/// directory or the run directory above `best/` or `last/`); the defaults for a model
+/// directory without one.
+pub fn run_data_options(model: &Path) -> Result<DataSection> {
+    let mut candidates = vec![model.join(RUN_CONFIG_FILE)];
+    if let Some(parent) = resolve_model_dir(model).parent() {
+        candidates.push(parent.join(RUN_CONFIG_FILE));
+    }
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(path) => Ok(FileConfig::load(path)?.data),
+        None => Ok(DataSection::default()),
+    }
+}
+
+/// The files of a model or run directory that mtl reads or writes itself.
+const MODEL_FILES: [&str; 16] = [
+    "config.json",
+    "model.bpk",
+    "encoder.json",
+    "labels.json",
+    "tags.json",
+    "vocab.json",
+    "tokenizer.json",
+    "optimizer.bin",
+    "trainer_state.json",
+    "train_config.json",
+    "history.jsonl",
+    RUN_CONFIG_FILE,
+    "metrics.json",
+    PROVENANCE_FILE,
+    "training_curve.svg",
+    ".mtl.lock",
+];
+
+/// Refuses an output file that is one of the inputs: a data file the examples were read
+/// from, the data path itself, or one of mtl's own files in the model's directories, so that
+/// `--predictions` never overwrites gold data or a model.
+pub fn check_output(path: &Path, examples: &[Example], data: &Path, model: &Path) -> Result<()> {
+    let Ok(target) = fs::canonicalize(path) else {
+        return Ok(()); // A new file is no input.
+    };
+    if target.is_dir() {
+        bail!(
+            "--predictions {} is a directory: name a file",
+            path.display()
+        );
+    }
+    let mut files: Vec<PathBuf> = split_files(examples);
+    files.push(data.to_path_buf());
+    for dir in [model.to_path_buf(), resolve_model_dir(model)] {
+        files.extend(MODEL_FILES.iter().map(|f| dir.join(f)));
+    }
+    for input in files {
+        let Ok(input) = fs::canonicalize(&input) else {
+            continue;
+        };
+        if target == input {
+            bail!(
+                "--predictions {} is an input ({}): refusing to overwrite it; name another file",
+                path.display(),
+                input.display()
+            );
+        }
     }
     Ok(())
 }

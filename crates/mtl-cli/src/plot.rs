@@ -9,20 +9,6 @@ use plotters::prelude::*;
 /// A named, coloured line of (epoch, value) points.
 type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
 
-/// The epoch the trainer kept as best: the first with the highest validation score (a later
-/// epoch that only ties does not replace it); `None` without validation.
-pub fn best_epoch(history: &History) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
-    for e in &history.epochs {
-        if let Some(score) = e.score
-            && best.is_none_or(|(_, b)| score > b)
-        {
-            best = Some((e.epoch, score));
-        }
-    }
-    best.map(|(epoch, _)| epoch)
-}
-
 /// Draws losses (left) and validation metrics (right) per epoch, with integer epoch ticks,
 /// named axes and the best epoch marked by a dashed line on both.
 pub fn training_curve(history: &History, best: Option<usize>, path: &Path) -> Result<()> {
@@ -30,7 +16,16 @@ pub fn training_curve(history: &History, best: Option<usize>, path: &Path) -> Re
     if epochs.is_empty() {
         return Ok(());
     }
-    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    // Drawn in memory, then written atomically: a kill never leaves half an image.
+    let mut svg = String::new();
+    render(history, best, &mut svg)?;
+    mtl::model::write_atomic(path, svg.as_bytes())
+        .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+}
+
+fn render(history: &History, best: Option<usize>, svg: &mut String) -> Result<()> {
+    let epochs = &history.epochs;
+    let root = SVGBackend::with_string(svg, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (left, right) = root.split_horizontally(500);
     let last = epochs.len() as f64 + 0.5;
@@ -41,7 +36,7 @@ pub fn training_curve(history: &History, best: Option<usize>, path: &Path) -> Re
             .collect()
     };
     let losses: Vec<Series> = vec![
-        ("train loss", BLUE, pick(&|e| Some(e.train_loss))),
+        ("train loss", BLUE, pick(&|e| e.train_loss)),
         (
             "valid loss (classification)",
             RED,
@@ -161,7 +156,7 @@ mod tests {
     fn record(epoch: usize, score: Option<f64>) -> EpochRecord {
         EpochRecord {
             epoch,
-            train_loss: 1.0 / epoch as f64,
+            train_loss: Some(1.0 / epoch as f64),
             train_loss_classification: None,
             train_loss_ner: None,
             valid_loss_classification: score.map(|s| 1.0 - s),
@@ -180,26 +175,13 @@ mod tests {
     }
 
     #[test]
-    fn best_epoch_is_the_first_highest_score() {
-        let scores = [0.5, 0.8, 0.7, 0.8, 0.6];
-        let history = History {
-            epochs: (1..=5).map(|e| record(e, Some(scores[e - 1]))).collect(),
-        };
-        assert_eq!(best_epoch(&history), Some(2));
-        let none = History {
-            epochs: (1..=3).map(|e| record(e, None)).collect(),
-        };
-        assert_eq!(best_epoch(&none), None);
-    }
-
-    #[test]
     fn curve_has_integer_ticks_axis_names_and_the_best_epoch() -> Result<()> {
         let scores = [0.2, 0.5, 0.9, 0.7, 0.8, 0.6, 0.6];
         let history = History {
             epochs: (1..=7).map(|e| record(e, Some(scores[e - 1]))).collect(),
         };
         let path = std::env::temp_dir().join(format!("mtl-curve-{}.svg", std::process::id()));
-        training_curve(&history, best_epoch(&history), &path)?;
+        training_curve(&history, Some(3), &path)?;
         let svg = std::fs::read_to_string(&path)?;
         std::fs::remove_file(&path)?;
         // The contents of the `<text>` elements.

@@ -74,9 +74,25 @@ fn trained_run() -> &'static PathBuf {
         ]);
         assert!(o.status.success(), "train failed: {}", stderr(&o));
         let metrics: serde_json::Value = serde_json::from_slice(&o.stdout).expect("metrics JSON on stdout");
-        for key in ["valid", "test", "best_epoch"] {
-            assert!(metrics.get(key).is_some(), "metrics lack {key}");
+        for key in ["valid", "test"] {
+            assert!(metrics.get(key).is_some_and(|v| v.is_object()), "metrics lack {key}");
+            for metric in ["/classification/accuracy", "/ner/f1", "/frame_accuracy"] {
+                let v = metrics.pointer(&format!("/{key}{metric}")).and_then(|v| v.as_f64());
+                assert!(v.is_some_and(|v| (0.0..=1.0).contains(&v)), "{key}{metric}: {v:?}");
+            }
         }
+        // The epoch best/ holds, as the trainer chose it: the first of the highest scores.
+        let best = metrics["best_epoch"].as_u64().expect("best_epoch is a number");
+        let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history");
+        let scores: Vec<f64> = history
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("line")["score"].as_f64().expect("score"))
+            .collect();
+        let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let first = scores.iter().position(|&s| s == top).expect("a best") + 1;
+        assert_eq!(best as usize, first, "{scores:?}");
+        assert_eq!(metrics["epochs"].as_u64(), Some(3));
+        assert_eq!(metrics["stopped_early"].as_bool(), Some(false));
         // Truncated examples are counted per split (none at 32 tokens on the quickstart).
         assert_eq!(metrics.pointer("/valid/truncated").and_then(|v| v.as_u64()), Some(0));
         assert_eq!(metrics.pointer("/test/truncated").and_then(|v| v.as_u64()), Some(0));
@@ -114,11 +130,18 @@ fn train_eval_writes_every_metric_and_predictions() {
         "/ner/f1",
         "/ner/token_accuracy",
         "/ner/loss",
-        "/ner/per_type",
         "/frame_accuracy",
     ] {
-        assert!(r.pointer(path).is_some(), "eval output lacks {path}");
+        let v = r.pointer(path).and_then(|v| v.as_f64());
+        assert!(
+            v.is_some_and(|v| v.is_finite() && v >= 0.0),
+            "eval output {path}: {v:?}"
+        );
     }
+    assert!(
+        r.pointer("/ner/per_type").is_some_and(|v| v.is_object()),
+        "per_type"
+    );
     let acc = r
         .pointer("/classification/accuracy")
         .and_then(|v| v.as_f64())
@@ -228,8 +251,12 @@ fn score_matches_seqeval_on_a_known_case() {
         r.pointer("/per_type/LOC/support").and_then(|v| v.as_u64()),
         Some(1)
     );
-    for key in ["/accuracy", "/macro", "/weighted", "/per_type"] {
-        assert!(r.pointer(key).is_some(), "score lacks {key}");
+    assert!(r.pointer("/accuracy").and_then(|v| v.as_f64()).is_some());
+    for key in ["/macro", "/weighted", "/per_type"] {
+        assert!(
+            r.pointer(key).is_some_and(|v| v.is_object()),
+            "score lacks {key}"
+        );
     }
 }
 
@@ -846,4 +873,145 @@ fn eval_names_unseen_labels_and_an_ignored_split() {
         )),
         "{err}"
     );
+}
+
+/// What a careful user expects of a run directory: `--overwrite` with a bad option leaves the
+/// earlier run whole, flags that would change a resumed run are refused, a second writer is
+/// refused, and `--predictions` never overwrites an input.
+#[test]
+fn run_directories_are_never_lost() {
+    let run = trained_run();
+    let copy = scratch("keep").join("run");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(run)
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let model = std::fs::read(copy.join("best/model.bpk")).expect("model");
+    let out = copy.to_str().expect("utf8");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            "data/quickstart",
+            "--format",
+            "jointbert",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        mtl(&args)
+    };
+    // A bad option with --overwrite: refused before the run is touched.
+    let o = train(&["--overwrite", "--batch-size", "0", "--epochs", "1"]);
+    assert_clean_error(&o, "batch_size");
+    let o = train(&["--overwrite", "--sampling", "nonsense"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read(copy.join("best/model.bpk")).ok().as_ref(),
+        Some(&model)
+    );
+    assert!(copy.join("last/trainer_state.json").is_file());
+    // --resume with a flag that would change the run.
+    let o = train(&["--resume", "--lr", "0.5"]);
+    assert_clean_error(&o, "train.learning_rate: the run has 0.002, given 0.5");
+    // Without --overwrite or --resume, an existing run is refused.
+    let o = train(&["--epochs", "1"]);
+    assert_clean_error(&o, "already exists");
+    // --predictions onto the gold data or the model: refused, nothing written.
+    let gold = workspace().join("data/quickstart/test/seq.out");
+    let before = std::fs::read(&gold).expect("gold");
+    for target in [gold.clone(), copy.join("best/config.json")] {
+        let o = mtl(&[
+            "eval",
+            "--model",
+            out,
+            "--data",
+            "data/quickstart",
+            "--split",
+            "test",
+            "--predictions",
+            target.to_str().expect("utf8"),
+        ]);
+        assert_clean_error(&o, "is an input");
+    }
+    assert_eq!(std::fs::read(&gold).expect("gold"), before);
+    std::fs::remove_dir_all(copy.parent().expect("parent")).ok();
+}
+
+/// IOB2 tags of one sentence written as IOBES.
+fn to_iobes(tags: &[&str]) -> Vec<String> {
+    (0..tags.len())
+        .map(|i| {
+            let t = tags[i];
+            let kind = t.get(2..).unwrap_or("");
+            let continues = tags.get(i + 1).is_some_and(|n| *n == format!("I-{kind}"));
+            match (t.get(..2), continues) {
+                (Some("B-"), false) => format!("S-{kind}"),
+                (Some("I-"), false) => format!("E-{kind}"),
+                _ => t.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// `mtl eval` reads data with the run's own `[data]` options: a run whose config says IOBES
+/// scores IOBES files exactly as the IOB2 originals.
+#[test]
+fn eval_reads_data_with_the_runs_options() {
+    let run = trained_run();
+    let base = scratch("iobes");
+    let copy = base.join("run");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(run)
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let config = std::fs::read_to_string(copy.join("config.toml")).expect("config.toml");
+    assert!(config.contains("scheme = \"iob2\""), "{config}");
+    std::fs::write(
+        copy.join("config.toml"),
+        config.replace("scheme = \"iob2\"", "scheme = \"iobes\""),
+    )
+    .expect("config");
+    let src = workspace().join("data/quickstart/test");
+    let split = base.join("data/test");
+    std::fs::create_dir_all(&split).expect("split");
+    for name in ["seq.in", "label"] {
+        std::fs::copy(src.join(name), split.join(name)).expect("copy");
+    }
+    let tags = std::fs::read_to_string(src.join("seq.out")).expect("seq.out");
+    let iobes: Vec<String> = tags
+        .lines()
+        .map(|l| to_iobes(&l.split_whitespace().collect::<Vec<_>>()).join(" "))
+        .collect();
+    assert!(iobes.iter().any(|l| l.contains("S-") || l.contains("E-")));
+    std::fs::write(split.join("seq.out"), iobes.join("\n") + "\n").expect("seq.out");
+    let eval = |model: &Path, data: &Path| {
+        mtl(&[
+            "eval",
+            "--model",
+            model.to_str().expect("utf8"),
+            "--data",
+            data.to_str().expect("utf8"),
+            "--split",
+            "test",
+        ])
+    };
+    let f1 = |o: &Output| -> f64 {
+        assert!(o.status.success(), "{}", stderr(o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        r.pointer("/ner/f1").and_then(|v| v.as_f64()).expect("f1")
+    };
+    let original = f1(&eval(run, Path::new("data/quickstart")));
+    let as_iobes = f1(&eval(&copy, &base.join("data")));
+    assert_eq!(original, as_iobes);
+    // The run trained on IOB2 reads the IOBES file as IOB2: S-/E- tags are not IOB2.
+    let o = eval(run, &base.join("data"));
+    assert!(!o.status.success() || f1(&o) != original);
+    std::fs::remove_dir_all(&base).ok();
 }

@@ -7,13 +7,13 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-/// Writes `value` as pretty JSON to `path`.
+/// Writes `value` as pretty JSON to `path`, atomically (`mtl_fs::write_atomic`).
 pub(crate) fn write<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
         path: path.into(),
         source,
     })?;
-    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    mtl_fs::write_atomic(path, (text + "\n").as_bytes()).map_err(|e| Error::io(path, e))
 }
 
 /// Reads JSON from `path`.

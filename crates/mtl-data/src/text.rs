@@ -56,11 +56,19 @@ impl TextEncoder {
         Ok(Self::from_tokenizer(tokenizer))
     }
 
-    /// Number of token ids (the embedding table's size).
+    /// Number of token ids (the embedding table's size): one more than the largest id, which
+    /// for a HuggingFace tokenizer with gaps in its ids is more than its number of entries.
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Word(vocab) => vocab.len(),
-            Self::HuggingFace(tokenizer) => tokenizer.get_vocab_size(true),
+            Self::HuggingFace(tokenizer) => {
+                let largest = tokenizer
+                    .get_vocab(true)
+                    .into_values()
+                    .max()
+                    .map_or(0, |id| id as usize + 1);
+                largest.max(tokenizer.get_vocab_size(true))
+            }
         }
     }
 
@@ -142,12 +150,13 @@ impl TextEncoder {
         match self {
             Self::Word(vocab) => vocab.save(&path),
             Self::HuggingFace(tokenizer) => {
-                tokenizer
-                    .save(&path, true)
+                let text = tokenizer
+                    .to_string(true)
                     .map_err(|source| Error::Tokenizer {
-                        path: Some(path),
+                        path: Some(path.clone()),
                         source,
-                    })
+                    })?;
+                mtl_fs::write_atomic(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))
             }
         }
     }
@@ -291,6 +300,22 @@ mod tests {
         );
         assert_eq!(loaded.pad_id(), 0);
         assert_eq!(loaded.vocab_size(), encoder.vocab_size());
+        Ok(())
+    }
+
+    /// A tokenizer whose ids skip numbers needs a row for its largest id, not one per entry.
+    #[test]
+    fn a_tokenizer_with_id_gaps_is_sized_by_its_largest_id() -> Result<()> {
+        let tmp = TempDir::new("text-gaps");
+        let path = tmp.write(
+            "tokenizer.json",
+            r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+               "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,
+               "decoder":null,"model":{"type":"WordLevel",
+               "vocab":{"[UNK]":0,"a":1,"b":7},"unk_token":"[UNK]"}}"#,
+        );
+        let text = TextEncoder::from_tokenizer_file(&path)?;
+        assert_eq!(text.vocab_size(), 8);
         Ok(())
     }
 

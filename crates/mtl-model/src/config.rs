@@ -314,6 +314,29 @@ impl MultitaskConfig {
         self
     }
 
+    /// A lower bound of the number of values the model's tensors hold (embedding tables,
+    /// position table, every layer's projections, the heads, the character CNN), computed
+    /// without overflow. Loading checks it against the size of the weights file before
+    /// anything is allocated, so a corrupt `config.json` cannot ask for terabytes.
+    pub fn min_values(&self) -> u128 {
+        let d = self.d_model as u128;
+        let ff = self.dim_feedforward as u128;
+        let embeddings = (self.vocab_size as u128 + self.type_vocab_size as u128) * d;
+        let positions = (self.max_seq_length as u128 + self.position_offset as u128) * d;
+        let layer = 4 * d * d + 2 * d * ff;
+        let layers = self.num_encoder_layers as u128 * layer;
+        let heads = (self.num_classes as u128 + self.num_ner_tags as u128) * d;
+        let chars = self.char_features.as_ref().map_or(0, |c| {
+            c.buckets as u128 * c.embedding_dim as u128
+                + c.filters as u128 * c.embedding_dim as u128 * c.kernel_size as u128
+        });
+        embeddings
+            .saturating_add(positions)
+            .saturating_add(layers)
+            .saturating_add(heads)
+            .saturating_add(chars)
+    }
+
     /// Checks the configuration before anything is built.
     pub fn validate(&self) -> Result<()> {
         let sizes = [

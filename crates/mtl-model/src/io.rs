@@ -1,9 +1,9 @@
 //! Model directories: `config.json` (the [`MultitaskConfig`]) beside `model.bpk` (burnpack
-//! weights). Files are written atomically (temporary file, then rename), so a process killed at
-//! any moment leaves either the old file or the new one.
+//! weights). Files are written atomically (a temporary file unique to the call, `fsync`, rename,
+//! `fsync` of the directory), so a process killed at any moment leaves either the old file or
+//! the new one.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -33,25 +33,8 @@ struct VersionProbe {
     format_version: Option<u32>,
 }
 
-/// Writes `bytes` to `path` atomically: a sibling temporary file, flushed, then renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = tmp_path(path);
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
+/// Writes `bytes` to `path` atomically and durably (see [`mtl_fs::write_atomic`]).
+pub use mtl_fs::write_atomic;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -95,6 +78,19 @@ impl MultitaskTransformer {
         let config = load_config(dir)?;
         let weights = dir.join(WEIGHTS_FILE);
         let bytes = fs::read(&weights).map_err(io_err(&weights))?;
+        // Weights are stored as f32 (at least 2 bytes a value for any float type): a config
+        // asking for more values than the file can hold is refused before it is allocated.
+        let needed = config.min_values();
+        if needed.saturating_mul(2) > bytes.len() as u128 {
+            return Err(Error::Weights {
+                path: weights,
+                message: format!(
+                    "{CONFIG_FILE} describes at least {needed} weights, more than the file's {} \
+                     bytes hold",
+                    bytes.len()
+                ),
+            });
+        }
         Self::new(&config, device)?.load_bytes(bytes, &weights)
     }
 

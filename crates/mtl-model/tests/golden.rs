@@ -2,13 +2,18 @@
 //! `scripts/torch_golden/make_model_golden.py` (torch 2.9.0) from the seed's architecture
 //! (`torch.nn.TransformerEncoder`, batch_first, post-norm, ReLU, sinusoidal positions, embeddings
 //! scaled by sqrt(d_model), masked-mean classification head). Its weights are loaded into a
-//! `MultitaskTransformer` and both heads must match within 1e-4 in eval mode.
+//! `MultitaskTransformer` and both heads must match within 1e-4 in eval mode. Two more
+//! fixtures, from `scripts/torch_golden/make_variant_golden.py`, hold the pre-norm / GELU /
+//! learned-position variant and max pooling to PyTorch the same way.
 
 use std::collections::HashMap;
 
 use burn::module::Param;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData, Tolerance};
-use mtl_model::{MultitaskConfig, MultitaskTransformer, SharedEncoder};
+use mtl_model::{
+    Activation, MultitaskConfig, MultitaskTransformer, NormPosition, Pooling, PositionalEncoding,
+    SharedEncoder,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -86,7 +91,34 @@ fn flat3(v: &[Vec<Vec<f32>>]) -> (Vec<f32>, [usize; 3]) {
 
 #[test]
 fn matches_pytorch_transformer_encoder() {
-    let text = include_str!("fixtures/golden_small.json");
+    check_fixture(include_str!("fixtures/golden_small.json"), |c| c);
+}
+
+/// Pre-norm layers with exact GELU, a final LayerNorm and learned positions
+/// (`scripts/torch_golden/make_variant_golden.py`).
+#[test]
+fn matches_pytorch_pre_norm_gelu_learned_positions() {
+    check_fixture(
+        include_str!("fixtures/golden_prenorm_gelu_learned.json"),
+        |c| {
+            c.with_norm(NormPosition::Pre)
+                .with_activation(Activation::Gelu)
+                .with_positional_encoding(PositionalEncoding::Learned)
+        },
+    );
+}
+
+/// Max pooling over the real tokens (same script).
+#[test]
+fn matches_pytorch_max_pooling() {
+    check_fixture(include_str!("fixtures/golden_maxpool.json"), |c| {
+        c.with_pooling(Pooling::Max)
+    });
+}
+
+/// Loads the fixture's weights into a model of its configuration (`variant` applied) and
+/// checks every output within 1e-4.
+fn check_fixture(text: &str, variant: impl Fn(MultitaskConfig) -> MultitaskConfig) {
     let fx: Fixture = serde_json::from_str(text).expect("fixture parses");
     assert!(
         fx.torch_version.starts_with("2.9"),
@@ -95,12 +127,14 @@ fn matches_pytorch_transformer_encoder() {
     );
     let c = &fx.config;
     let device = Device::flex();
-    let mut config = MultitaskConfig::new(c.vocab_size, c.num_classes, c.num_ner_tags)
-        .with_d_model(c.d_model)
-        .with_nhead(c.nhead)
-        .with_num_encoder_layers(c.num_layers)
-        .with_dim_feedforward(c.dim_feedforward)
-        .with_max_seq_length(c.max_seq_length);
+    let mut config = variant(
+        MultitaskConfig::new(c.vocab_size, c.num_classes, c.num_ner_tags)
+            .with_d_model(c.d_model)
+            .with_nhead(c.nhead)
+            .with_num_encoder_layers(c.num_layers)
+            .with_dim_feedforward(c.dim_feedforward)
+            .with_max_seq_length(c.max_seq_length),
+    );
     config.layer_norm_eps = c.layer_norm_eps;
     let mut model = MultitaskTransformer::new(&config, &device).expect("valid config");
 
@@ -110,6 +144,17 @@ fn matches_pytorch_transformer_encoder() {
     };
     let SharedEncoder::Transformer(encoder) = &mut model.encoder;
     encoder.token_embedding.weight = w.matrix("emb.weight");
+    match &mut encoder.position_embedding {
+        Some(table) => table.weight = w.matrix("pos_emb.weight"),
+        None => assert!(!fx.weights.contains_key("pos_emb.weight")),
+    }
+    match &mut encoder.final_norm {
+        Some(norm) => {
+            norm.gamma = w.vector("enc.norm.weight");
+            norm.beta = Some(w.vector("enc.norm.bias"));
+        }
+        None => assert!(!fx.weights.contains_key("enc.norm.weight")),
+    }
     for (i, layer) in encoder.layers.iter_mut().enumerate() {
         let p = format!("enc.layers.{i}.");
         layer.qkv.weight = w.linear(&format!("{p}self_attn.in_proj_weight"));

@@ -48,25 +48,60 @@ pub enum Error {
         /// Global optimizer step.
         step: u64,
     },
-    /// The model and the encoder disagree on character ids.
-    #[error(
-        "the model reads character ids {model:?} but the encoder makes {encoder:?} ((max_chars, buckets); None: no character ids)"
-    )]
-    CharMismatch {
-        /// What the model reads.
-        model: Option<(usize, usize)>,
-        /// What the encoder makes.
-        encoder: Option<(usize, usize)>,
+    /// A file of a model or run directory disagrees with another one (an encoder file with
+    /// the model's `config.json`, the optimizer state with the weights).
+    #[error("{}: {what} is {found}, but {against} says {expected}", path.display())]
+    Inconsistent {
+        /// The file.
+        path: PathBuf,
+        /// What disagrees.
+        what: String,
+        /// Its value in the file.
+        found: String,
+        /// The file it is checked against.
+        against: String,
+        /// The value there.
+        expected: String,
     },
-    /// The tokenizer makes ids the model's embedding table has no row for.
+    /// Another process is writing the run directory.
     #[error(
-        "the tokenizer has {tokenizer} token ids but the model's embedding table only {model} rows"
+        "{}: another process is writing this run directory (it holds {}); wait for it to \
+         finish or stop it",
+        path.display(),
+        crate::rundir::LOCK_FILE
     )]
-    VocabMismatch {
-        /// Ids the tokenizer makes.
-        tokenizer: usize,
-        /// Rows of the embedding table.
-        model: usize,
+    Locked {
+        /// The run directory.
+        path: PathBuf,
+    },
+    /// A new run was asked for in the directory of an earlier one.
+    #[error(
+        "run directory {} already exists: pass --overwrite to replace it or --resume to \
+         continue it",
+        path.display()
+    )]
+    RunExists {
+        /// The run directory.
+        path: PathBuf,
+    },
+    /// A directory to replace is not a run directory.
+    #[error("{} is not an mtl run directory; refusing to replace it", path.display())]
+    NotARunDir {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A selection metric the validation data cannot give.
+    #[error(
+        "select_metric {metric}: the validation data has no {missing}, so it would score 0 \
+         every epoch; pick another metric ({available})"
+    )]
+    MetricUnavailable {
+        /// The metric.
+        metric: &'static str,
+        /// What the data lacks.
+        missing: &'static str,
+        /// The metrics the data can give.
+        available: String,
     },
     /// The training data holds no labels for any task.
     #[error("the training data has neither sentence labels nor tags")]

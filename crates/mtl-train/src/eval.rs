@@ -115,7 +115,6 @@ pub fn predict(
     options: &PredictOptions,
     device: &Device,
 ) -> Result<(Vec<Prediction>, TaskLosses)> {
-    crate::trainer::check_chars(model, encoder)?;
     let (encoded, _) = encoder.encode_all(examples)?;
     predict_encoded(model, encoder, examples, &encoded, options, device)
 }
@@ -150,6 +149,8 @@ pub fn predict_encoded(
     options: &PredictOptions,
     device: &Device,
 ) -> Result<(Vec<Prediction>, TaskLosses)> {
+    // One check for both engines: they run only a model and encoder that agree.
+    crate::rundir::check_chars(model, encoder)?;
     let batcher = MultitaskBatcher::for_encoder(encoder);
     let packed =
         (options.engine == InferenceEngine::Packed).then(|| PackedModel::from_model(model));

@@ -9,7 +9,9 @@
 //! - [`eval`]: batched prediction and evaluation;
 //! - [`decode`]: tags from the NER head, argmax or IOB2-constrained Viterbi;
 //! - [`parallel`]: data-parallel steps over several devices or CPU replicas;
-//! - [`trainer`]: the loop, run directories, checkpoints, resume, early stopping;
+//! - [`trainer`]: the loop, resume, early stopping, progress;
+//! - [`rundir`]: run directories: layout, atomic checkpoint swaps, recovery, lock, consistency
+//!   checks of model directories;
 //! - [`seed_api`]: the seed's `MultitaskDataset` and `train_model`.
 #![deny(missing_docs)]
 
@@ -20,6 +22,7 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
+pub mod rundir;
 pub mod sampler;
 pub mod seed_api;
 pub mod trainer;
@@ -31,9 +34,10 @@ pub use eval::{
     evaluate_with, predict,
 };
 pub use parallel::DataParallel;
+pub use rundir::{RunDir, check_model_dir};
 pub use sampler::SamplingStrategy;
 pub use seed_api::{MultitaskDataset, train_model};
 pub use trainer::{
     EpochRecord, History, LossWeights, SelectMetric, TrainConfig, TrainOutcome, check_chars, fit,
-    load_model_dir, resume, save_model_dir,
+    fit_in, load_model_dir, resume, resume_in, save_model_dir,
 };

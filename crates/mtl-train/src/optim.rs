@@ -466,6 +466,13 @@ impl AdamW {
         self.step
     }
 
+    /// Each parameter's state: its module path and the number of values of each moment.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.state
+            .iter()
+            .map(|(k, s)| (k.as_str(), s.m.shape().num_elements()))
+    }
+
     /// One step: clips all gradients together to `max_grad_norm` (if any), then updates every
     /// parameter that has a gradient, with learning rate `lr`.
     pub fn step<M: Module>(
@@ -592,19 +599,33 @@ impl AdamW {
             .strip_prefix(b"MTLADAMW1\n")
             .ok_or_else(|| bad("not an mtl optimizer state"))?;
         let (len, rest) = rest
-            .split_at_checked(8)
+            .split_first_chunk::<8>()
             .ok_or_else(|| bad("truncated header"))?;
-        let len = u64::from_le_bytes(len.try_into().map_err(|_| bad("truncated header"))?) as usize;
-        let (header, mut data) = rest
-            .split_at_checked(len)
-            .ok_or_else(|| bad("truncated header"))?;
+        // Every length is checked against the bytes there are before anything is allocated:
+        // a corrupt length is an error, never a wrapped multiplication or a huge allocation.
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|&len| len <= rest.len())
+            .ok_or_else(|| bad("header length past the end of the file"))?;
+        let (header, mut data) = rest.split_at(len);
         let header: Header = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+        let valid = |c: f64, lo: f64, hi: f64| c.is_finite() && c >= lo && c < hi;
+        let c = header.config;
+        if !(valid(c.beta1, 0.0, 1.0)
+            && valid(c.beta2, 0.0, 1.0)
+            && valid(c.eps, 0.0, f64::MAX)
+            && valid(c.weight_decay, 0.0, f64::MAX))
+        {
+            return Err(bad("hyper-parameters out of range"));
+        }
         let mut state = HashMap::new();
         for (key, n) in header.entries {
             let mut take = || -> Result<Tensor<1>> {
-                let (chunk, rest) = data
-                    .split_at_checked(n * 4)
-                    .ok_or_else(|| bad("truncated moments"))?;
+                let chunk_len = n
+                    .checked_mul(4)
+                    .filter(|&b| b <= data.len())
+                    .ok_or_else(|| bad(&format!("moments of {key} past the end of the file")))?;
+                let (chunk, rest) = data.split_at(chunk_len);
                 data = rest;
                 let values: Vec<f32> = chunk
                     .chunks_exact(4)
@@ -614,7 +635,9 @@ impl AdamW {
             };
             let m = take()?;
             let v = take()?;
-            state.insert(key, Moments { m, v });
+            if state.insert(key.clone(), Moments { m, v }).is_some() {
+                return Err(bad(&format!("entry {key} appears twice")));
+            }
         }
         if !data.is_empty() {
             return Err(bad("trailing bytes after the moments"));
@@ -675,8 +698,20 @@ mod tests {
     /// Burn's `[in, out]` layout of a 3 -> 4 layer).
     #[test]
     fn adamw_matches_pytorch_over_three_steps() {
+        adamw_against(&fixture()["adamw"]);
+    }
+
+    /// The optimizer's own global-norm clipping, then AdamW, against `clip_grad_norm_` and
+    /// `torch.optim.AdamW` over three steps (norms of 4.5, 4.0 and 28.9 clipped to 1).
+    #[test]
+    fn clipped_adamw_matches_pytorch_over_three_steps() {
         let fx = fixture();
-        let a = &fx["adamw"];
+        assert_eq!(fx["adamw_clipped"]["max_norm"].as_f64(), Some(1.0));
+        adamw_against(&fx["adamw_clipped"]);
+    }
+
+    fn adamw_against(a: &Value) {
+        let max_norm = a["max_norm"].as_f64();
         let device = Device::flex().autodiff();
         let (w0, wshape) = tensor_of(&a["initial_params"]["weight"], &device);
         let (b0, bshape) = tensor_of(&a["initial_params"]["bias"], &device);
@@ -702,7 +737,12 @@ mod tests {
             let mut grads = GradientsParams::new();
             grads.register(layer.weight.id, matrix(gw).inner());
             grads.register(layer.bias.as_ref().expect("bias").id, vector(gb).inner());
-            let (next, _) = opt.step(lr, layer, grads, None);
+            let (next, info) = opt.step(lr, layer, grads, max_norm);
+            assert_eq!(
+                info.clip_coef < 1.0,
+                max_norm.is_some(),
+                "clipped iff asked"
+            );
             layer = next;
             let (ew, _) = tensor_of(&step["params_after"]["weight"], &device);
             let (eb, _) = tensor_of(&step["params_after"]["bias"], &device);
@@ -905,40 +945,76 @@ mod tests {
         }
     }
 
+    /// Three parameters of the fixture's shapes.
+    #[derive(burn::module::Module, Debug)]
+    struct Three {
+        a: Param<Tensor<2>>,
+        b: Param<Tensor<1>>,
+        c: Param<Tensor<3>>,
+    }
+
+    /// The optimizer's own clipping (both update paths) against `clip_grad_norm_`: with
+    /// `beta1 = 0` the first moment after one step is the clipped gradient itself.
     #[test]
     fn clipping_matches_clip_grad_norm() {
         let fx = fixture();
         let device = Device::flex();
-        for case in fx["clip_grad_norm"].as_array().expect("cases") {
-            let grads: Vec<Vec<f32>> = case["grads_in"]
-                .as_array()
-                .expect("grads")
-                .iter()
-                .map(|g| tensor_of(g, &device).0)
-                .collect();
-            let norm: f64 = grads
-                .iter()
-                .flatten()
-                .map(|&x| (x as f64) * (x as f64))
-                .sum::<f64>()
-                .sqrt();
-            let expected = case["total_norm"].as_f64().expect("norm");
-            assert!((norm - expected).abs() < 1e-5, "{norm} vs {expected}");
-            let coef = clip_coefficient(norm, Some(case["max_norm"].as_f64().expect("max")));
-            let expected_coef = case["clip_coef"].as_f64().expect("coef");
-            assert!(
-                (coef - expected_coef).abs() < 1e-6,
-                "{coef} vs {expected_coef}"
-            );
-            let outs: Vec<Vec<f32>> = case["grads_out"]
-                .as_array()
-                .expect("out")
-                .iter()
-                .map(|g| tensor_of(g, &device).0)
-                .collect();
-            for (gi, go) in grads.iter().zip(&outs) {
-                for (x, y) in gi.iter().zip(go) {
-                    assert!(((*x as f64) * coef - *y as f64).abs() < 1e-6);
+        for host in [true, false] {
+            for case in fx["clip_grad_norm"].as_array().expect("cases") {
+                let grads: Vec<(Vec<f32>, Vec<usize>)> = case["grads_in"]
+                    .as_array()
+                    .expect("grads")
+                    .iter()
+                    .map(|g| tensor_of(g, &device))
+                    .collect();
+                let module = Three {
+                    a: Param::from_tensor(Tensor::zeros([3, 4], &device)),
+                    b: Param::from_tensor(Tensor::zeros([4], &device)),
+                    c: Param::from_tensor(Tensor::zeros([2, 2, 3], &device)),
+                };
+                let mut params = GradientsParams::new();
+                let data = |i: usize| TensorData::new(grads[i].0.clone(), grads[i].1.clone());
+                params.register(module.a.id, Tensor::<2>::from_data(data(0), &device));
+                params.register(module.b.id, Tensor::<1>::from_data(data(1), &device));
+                params.register(module.c.id, Tensor::<3>::from_data(data(2), &device));
+                let mut opt = AdamW::new(AdamWConfig {
+                    beta1: 0.0,
+                    ..AdamWConfig::default()
+                });
+                let max_norm = case["max_norm"].as_f64().expect("max");
+                let (_, info) = opt.step_on(
+                    1e-3,
+                    module,
+                    params,
+                    Some(max_norm),
+                    &LrScales::uniform(),
+                    host,
+                );
+                let expected = case["total_norm"].as_f64().expect("norm");
+                assert!(
+                    (info.grad_norm - expected).abs() < 1e-5,
+                    "{} vs {expected}",
+                    info.grad_norm
+                );
+                let expected_coef = case["clip_coef"].as_f64().expect("coef");
+                assert!(
+                    (info.clip_coef - expected_coef).abs() < 1e-6,
+                    "{} vs {expected_coef}",
+                    info.clip_coef
+                );
+                let outs = case["grads_out"].as_array().expect("out");
+                for (key, out) in ["a", "b", "c"].iter().zip(outs) {
+                    let (want, _) = tensor_of(out, &device);
+                    let got = opt.state[*key]
+                        .m
+                        .clone()
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .expect("f32");
+                    assert_eq!(got.len(), want.len());
+                    for (x, y) in got.iter().zip(&want) {
+                        assert!((x - y).abs() < 1e-6, "{key} (host {host}): {x} vs {y}");
+                    }
                 }
             }
         }
@@ -984,13 +1060,60 @@ mod tests {
         opt.save(&path).expect("saved");
         let back = AdamW::load(&path, &Device::flex()).expect("loaded");
         assert_eq!(back.steps(), 1);
-        assert_eq!(back.state.len(), opt.state.len());
+        assert_eq!(back.config, opt.config);
+        // Every moment of every entry, to the bit.
+        let bits = |t: &Tensor<1>| -> Vec<u32> {
+            t.clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32")
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        let mut keys: Vec<&String> = opt.state.keys().collect();
+        keys.sort();
+        let mut back_keys: Vec<&String> = back.state.keys().collect();
+        back_keys.sort();
+        assert_eq!(keys, back_keys);
+        assert_eq!(keys.len(), 2, "weight and bias");
+        for key in keys {
+            let (a, b) = (&opt.state[key], &back.state[key]);
+            assert_eq!(bits(&a.m), bits(&b.m), "first moment of {key}");
+            assert_eq!(bits(&a.v), bits(&b.v), "second moment of {key}");
+            assert!(
+                bits(&a.v).iter().any(|&x| x != 0),
+                "{key}: moments were updated"
+            );
+        }
         let bytes = std::fs::read(&path).expect("read");
-        std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("write");
-        assert!(matches!(
-            AdamW::load(&path, &Device::flex()),
-            Err(Error::State { .. })
-        ));
+        let refused = |bytes: &[u8], said: &str| {
+            std::fs::write(&path, bytes).expect("write");
+            match AdamW::load(&path, &Device::flex()) {
+                Err(Error::State { message, .. }) => {
+                    assert!(message.contains(said), "{message} (expected {said})")
+                }
+                other => panic!("expected a state error about {said}, got {other:?}"),
+            }
+        };
+        refused(&bytes[..bytes.len() - 3], "past the end");
+        refused(&bytes[..bytes.len() - 3], "moments of");
+        // A header length past the end of the file (and one that would wrap).
+        for len in [u64::MAX, u64::MAX / 2, 1 << 40] {
+            let mut corrupt = bytes.clone();
+            corrupt[10..18].copy_from_slice(&len.to_le_bytes());
+            refused(&corrupt, "header length");
+        }
+        // An entry length whose byte count wraps in `usize` arithmetic.
+        let header_len = u64::from_le_bytes(bytes[10..18].try_into().expect("8 bytes")) as usize;
+        let header = std::str::from_utf8(&bytes[18..18 + header_len]).expect("utf8");
+        let huge = header.replacen(",6]", &format!(",{}]", usize::MAX / 2 + 1), 1);
+        assert_ne!(huge, header, "the weight entry has 6 values: {header}");
+        let mut corrupt = b"MTLADAMW1\n".to_vec();
+        corrupt.extend_from_slice(&(huge.len() as u64).to_le_bytes());
+        corrupt.extend_from_slice(huge.as_bytes());
+        corrupt.extend_from_slice(&bytes[18 + header_len..]);
+        refused(&corrupt, "past the end");
         std::fs::remove_file(&path).ok();
     }
 

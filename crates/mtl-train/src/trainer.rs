@@ -2,16 +2,15 @@
 //! clipping, per-epoch validation, run directories with atomic checkpoints, resume, early
 //! stopping and progress reporting.
 
-use std::fs;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use mtl_data::{Encoded, Encoder, Example, MultitaskBatcher, plan_batches};
-use mtl_model::{MultitaskTransformer, Task, write_atomic};
+use mtl_model::{MultitaskTransformer, Task};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,17 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalReport, evaluate};
 use crate::optim::{AdamW, AdamWConfig, LrScales, linear_warmup_decay};
 use crate::parallel::{DataParallel, step_seed};
+use crate::rundir::{
+    OPTIMIZER_FILE, RunDir, STATE_FILE, TrainerState, ValidationId, check_optimizer,
+    write_checkpoint, write_history, write_train_config,
+};
 use crate::sampler::{Pick, SamplingStrategy, TaskSampler};
+
+// Run-directory handling lives in `crate::rundir`; these names stay here for existing callers.
+pub use crate::rundir::{
+    BEST_DIR, HISTORY_FILE, LAST_DIR, TRAIN_CONFIG_FILE, check_chars, checkpoint_dir,
+    load_model_dir, resolve_model_dir, save_model_dir,
+};
 
 /// Weights of the per-task losses.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -59,6 +68,58 @@ pub enum SelectMetric {
 }
 
 impl SelectMetric {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            SelectMetric::Combined => "combined",
+            SelectMetric::Accuracy => "accuracy",
+            SelectMetric::EntityF1 => "entity_f1",
+            SelectMetric::FrameAccuracy => "frame_accuracy",
+            SelectMetric::Loss => "loss",
+        }
+    }
+
+    /// Checks that validation data with sentence labels (`labels`) and tags (`tags`) can give
+    /// this metric: accuracy needs labels, entity F1 tags, frame accuracy both.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MetricUnavailable`] naming what the data lacks and the metrics it can give.
+    pub fn check(self, labels: bool, tags: bool) -> Result<()> {
+        let missing = match self {
+            SelectMetric::Accuracy if !labels => Some("sentence labels"),
+            SelectMetric::EntityF1 if !tags => Some("tags"),
+            SelectMetric::FrameAccuracy if !(labels && tags) => Some("sentence labels and tags"),
+            SelectMetric::Combined | SelectMetric::Loss if !(labels || tags) => {
+                Some("sentence labels or tags")
+            }
+            _ => None,
+        };
+        let Some(missing) = missing else {
+            return Ok(());
+        };
+        let available: Vec<&str> = [
+            (SelectMetric::Combined, labels || tags),
+            (SelectMetric::Accuracy, labels),
+            (SelectMetric::EntityF1, tags),
+            (SelectMetric::FrameAccuracy, labels && tags),
+            (SelectMetric::Loss, labels || tags),
+        ]
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(m, _)| m.name())
+        .collect();
+        Err(Error::MetricUnavailable {
+            metric: self.name(),
+            missing,
+            available: if available.is_empty() {
+                "none: give validation data with labels or tags".into()
+            } else {
+                available.join(", ")
+            },
+        })
+    }
+
     fn score(self, r: &EvalReport) -> f64 {
         match self {
             SelectMetric::Combined => r.combined_score(),
@@ -202,15 +263,48 @@ impl TrainConfig {
         self.epochs.max(needed)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks every option's range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Option`] naming the option.
+    pub fn validate(&self) -> Result<()> {
         let bad = |option, message: &str| {
             Err(Error::Option {
                 option,
                 message: message.into(),
             })
         };
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1");
+        }
+        if self.batch_size == 0 {
             return bad("batch_size", "must be positive");
+        }
+        if self.eval_batch_size == 0 {
+            return bad("eval_batch_size", "must be positive");
+        }
+        if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
+            return bad("adam_beta1/adam_beta2", "must be in [0, 1)");
+        }
+        if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
+            return bad("adam_eps", "must be a positive number");
+        }
+        if let Some(n) = self.max_grad_norm
+            && !(n.is_finite() && n > 0.0)
+        {
+            return bad("max_grad_norm", "must be a positive number");
+        }
+        let w = self.loss_weights;
+        if !(w.classification.is_finite()
+            && w.ner.is_finite()
+            && w.classification >= 0.0
+            && w.ner >= 0.0)
+        {
+            return bad("loss_weights", "must be zero or positive numbers");
+        }
+        if self.patience == Some(0) {
+            return bad("patience", "must be at least 1");
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad("learning_rate", "must be a positive number");
@@ -250,8 +344,9 @@ impl TrainConfig {
 pub struct EpochRecord {
     /// Epoch number, from 1.
     pub epoch: usize,
-    /// Mean training loss over the epoch's steps (weighted sum for joint steps).
-    pub train_loss: f64,
+    /// Mean training loss over the epoch's steps (weighted sum for joint steps); `None` for an
+    /// epoch in which no step was taken.
+    pub train_loss: Option<f64>,
     /// Mean classification training loss over the steps that trained it.
     pub train_loss_classification: Option<f64>,
     /// Mean NER training loss over the steps that trained it.
@@ -298,133 +393,9 @@ pub struct TrainOutcome {
     pub history: History,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TrainerState {
-    epochs_done: usize,
-    step: u64,
-    best_score: Option<f64>,
-    bad_epochs: usize,
-    history: History,
-    config: TrainConfig,
-    /// The validation data the best checkpoint was chosen on (absent in runs written before
-    /// it was recorded).
-    #[serde(default)]
-    validation: Option<ValidationId>,
-}
-
-/// What identifies a validation set: its size and a fingerprint of its words, labels and tags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct ValidationId {
-    examples: usize,
-    fingerprint: u64,
-}
-
-impl ValidationId {
-    /// FNV-1a over each example's words, label and tags (a stable hash, unlike std's).
-    fn of(valid: &[Example]) -> Self {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes.iter().chain([0xff].iter()) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
-        for e in valid {
-            e.words.iter().for_each(|w| eat(w.as_bytes()));
-            eat(e.label.as_deref().unwrap_or("\u{0}").as_bytes());
-            for t in e.tags.iter().flatten() {
-                eat(t.as_bytes());
-            }
-            eat(b"\n");
-        }
-        Self {
-            examples: valid.len(),
-            fingerprint: h,
-        }
-    }
-}
-
-/// File of the training config inside a run directory.
-pub const TRAIN_CONFIG_FILE: &str = "train_config.json";
-/// File of the history inside a run directory.
-pub const HISTORY_FILE: &str = "history.jsonl";
-/// Sub-directory with the last checkpoint (model, encoder, optimizer and trainer state).
-pub const LAST_DIR: &str = "last";
-/// Sub-directory with the best model (model and encoder).
-pub const BEST_DIR: &str = "best";
-const OPTIMIZER_FILE: &str = "optimizer.bin";
-/// File of the trainer state (what `resume` needs besides the weights) in `last/`.
-pub const STATE_FILE: &str = "trainer_state.json";
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Writes a complete model directory next to `dir` and swaps it in, so that `dir` always holds
-/// either the previous complete checkpoint or the new one.
-fn swap_in_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let fresh = dir.with_extension("new");
-    let old = dir.with_extension("old");
-    if fresh.exists() {
-        fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
-    }
-    fs::create_dir_all(&fresh).map_err(io(&fresh))?;
-    write(&fresh)?;
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
-    if dir.exists() {
-        fs::rename(dir, &old).map_err(io(dir))?;
-    }
-    fs::rename(&fresh, dir).map_err(io(&fresh))?;
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
-    Ok(())
-}
-
-/// Resolves a checkpoint directory, falling back to the `.old` copy a kill between the two
-/// renames of a swap leaves behind.
-pub fn checkpoint_dir(dir: &Path) -> PathBuf {
-    let old = dir.with_extension("old");
-    if !dir.exists() && old.exists() {
-        old
-    } else {
-        dir.to_path_buf()
-    }
-}
-
-/// Saves a model with its encoder (tokenizer and label maps) into `dir`.
-pub fn save_model_dir(model: &MultitaskTransformer, encoder: &Encoder, dir: &Path) -> Result<()> {
-    model.save_dir(dir)?;
-    encoder.save(dir)?;
-    Ok(())
-}
-
-/// Loads a model directory written by [`save_model_dir`] (or a run directory: its `best/`,
-/// else its `last/`).
-pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(MultitaskTransformer, Encoder)> {
-    let dir = resolve_model_dir(dir);
-    let model = MultitaskTransformer::load_dir(&dir, device)?;
-    let encoder = Encoder::load(&dir)?;
-    check_chars(&model, &encoder)?;
-    Ok((model, encoder))
-}
-
-/// A run directory resolves to its best model, else its last; a model directory to itself.
-pub fn resolve_model_dir(dir: &Path) -> PathBuf {
-    for sub in [BEST_DIR, LAST_DIR] {
-        let d = checkpoint_dir(&dir.join(sub));
-        if d.join(mtl_model::io::CONFIG_FILE).exists() {
-            return d;
-        }
-    }
-    dir.to_path_buf()
+    /// The epoch whose model `best/` holds (the first of equal scores; the last epoch when
+    /// there is no validation data); `None` before any epoch.
+    pub best_epoch: Option<usize>,
 }
 
 struct Progress {
@@ -475,38 +446,6 @@ impl Progress {
     }
 }
 
-/// Checks that `encoder` fits `model`: every token id it can make has a row in the
-/// embedding table, and it makes the character ids the model reads (both without, or both
-/// with the same `max_chars` and `buckets`).
-///
-/// # Errors
-///
-/// [`Error::VocabMismatch`] or [`Error::CharMismatch`].
-pub fn check_chars(model: &MultitaskTransformer, encoder: &Encoder) -> Result<()> {
-    let vocab = encoder.text.vocab_size();
-    let table = model.config().vocab_size;
-    if vocab > table {
-        return Err(Error::VocabMismatch {
-            tokenizer: vocab,
-            model: table,
-        });
-    }
-    let reads = model
-        .config()
-        .char_features
-        .as_ref()
-        .map(|c| (c.max_chars, c.buckets));
-    let makes = encoder.chars.map(|c| (c.max_chars, c.buckets as usize));
-    if reads == makes {
-        Ok(())
-    } else {
-        Err(Error::CharMismatch {
-            model: reads,
-            encoder: makes,
-        })
-    }
-}
-
 /// A copy of `e` whose word tokens are each replaced by `unk` with probability `p`.
 fn word_dropout(e: &Encoded, unk: u32, p: f64, rng: &mut StdRng) -> Encoded {
     let mut out = e.clone();
@@ -532,7 +471,9 @@ fn labelled_counts(encoded: &[Encoded]) -> [usize; 2] {
 ///
 /// With `run_dir`, writes `train_config.json`, `history.jsonl`, `last/` (model, encoder,
 /// optimizer and trainer state, for [`resume`]) and `best/` (by `config.select_metric`), every
-/// file atomically.
+/// file atomically, holding the directory's lock ([`RunDir::create`]): an earlier run in
+/// `run_dir` is replaced once the first checkpoint is written; any other non-empty directory
+/// is refused.
 ///
 /// `devices` are plain devices (training runs on their autodiff twins). The first is the main
 /// device: it holds the model and the optimizer and validates. With more than one, training is
@@ -550,6 +491,36 @@ pub fn fit(
     devices: &[Device],
 ) -> Result<TrainOutcome> {
     config.validate()?;
+    check_metric(config.select_metric, valid)?;
+    let mut run = run_dir.map(|d| RunDir::create(d, true)).transpose()?;
+    fit_in(
+        model,
+        encoder,
+        train,
+        valid,
+        config,
+        run.as_mut(),
+        None,
+        devices,
+    )
+}
+
+/// [`fit`] into a run directory the caller opened (and may have written other files into),
+/// stopping after epoch `stop_after` when given (the schedule still spans the whole run;
+/// [`resume`] continues it, and the two parts equal an unbroken run to the bit).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_in(
+    model: MultitaskTransformer,
+    encoder: &Encoder,
+    train: &[Example],
+    valid: Option<&[Example]>,
+    config: &TrainConfig,
+    run: Option<&mut RunDir>,
+    stop_after: Option<usize>,
+    devices: &[Device],
+) -> Result<TrainOutcome> {
+    config.validate()?;
+    check_metric(config.select_metric, valid)?;
     let optimizer = AdamW::new(AdamWConfig {
         beta1: config.adam_beta1,
         beta2: config.adam_beta2,
@@ -561,27 +532,38 @@ pub fn fit(
         epochs_done: 0,
         step: 0,
         best_score: None,
+        best_epoch: None,
         bad_epochs: 0,
         history: History::default(),
         config: config.clone(),
         validation: valid.filter(|v| !v.is_empty()).map(ValidationId::of),
     };
-    if let Some(dir) = run_dir {
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let json = serde_json::to_vec_pretty(config).map_err(|e| Error::State {
-            path: dir.join(TRAIN_CONFIG_FILE),
-            message: e.to_string(),
-        })?;
-        write_atomic(&dir.join(TRAIN_CONFIG_FILE), &json).map_err(io(dir))?;
+    if let Some(run) = &run {
+        write_train_config(run.path(), config)?;
     }
     run_epochs(
-        model, optimizer, state, encoder, train, valid, run_dir, devices,
+        model, optimizer, state, encoder, train, valid, run, stop_after, devices,
     )
+}
+
+/// The selection metric must be one the validation data can give.
+fn check_metric(metric: SelectMetric, valid: Option<&[Example]>) -> Result<()> {
+    match valid {
+        Some(v) if !v.is_empty() => metric.check(
+            v.iter().any(|e| e.label.is_some()),
+            v.iter().any(|e| e.tags.is_some()),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Continues the run in `run_dir` from its last checkpoint (model, optimizer, scheduler,
 /// sampler and random state) up to `epochs` in total (`None`: the run's own setting), on
 /// `devices` as [`fit`] trains (the devices may differ from the run's first part).
+///
+/// With the run's own number of epochs, the resumed run equals an unbroken one to the bit.
+/// Another number re-plans the learning-rate schedule (warmup and linear decay) over the new
+/// total from the step reached: the run then equals no unbroken run.
 pub fn resume(
     run_dir: &Path,
     train: &[Example],
@@ -589,16 +571,40 @@ pub fn resume(
     epochs: Option<usize>,
     devices: &[Device],
 ) -> Result<TrainOutcome> {
+    let mut run = RunDir::open(run_dir)?;
+    resume_in(&mut run, train, valid, epochs, None, devices)
+}
+
+/// [`resume`] in a run directory the caller opened, stopping after epoch `stop_after` when
+/// given.
+pub fn resume_in(
+    run: &mut RunDir,
+    train: &[Example],
+    valid: Option<&[Example]>,
+    epochs: Option<usize>,
+    stop_after: Option<usize>,
+    devices: &[Device],
+) -> Result<TrainOutcome> {
     let device = main_device(devices)?;
-    let last = checkpoint_dir(&run_dir.join(LAST_DIR));
-    let state_path = last.join(STATE_FILE);
-    let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
-    let mut state: TrainerState = serde_json::from_str(&text).map_err(|e| Error::State {
-        path: state_path.clone(),
-        message: e.to_string(),
-    })?;
-    if let Some(epochs) = epochs {
+    let run_dir = run.path().to_path_buf();
+    let last = run_dir.join(LAST_DIR);
+    let mut state = TrainerState::read(&last.join(STATE_FILE))?;
+    if let Some(epochs) = epochs
+        && epochs != state.config.epochs
+    {
+        if epochs == 0 {
+            return Err(Error::Option {
+                option: "epochs",
+                message: "must be at least 1".into(),
+            });
+        }
+        eprintln!(
+            "{epochs} epochs instead of the run's {}: the learning-rate schedule is re-planned \
+             over {epochs} epochs from step {}",
+            state.config.epochs, state.step
+        );
         state.config.epochs = epochs;
+        state.config.min_steps = None;
     }
     // The best checkpoint was chosen on validation data: another set (or none) would compare
     // other numbers, or replace `best/` every epoch.
@@ -609,7 +615,7 @@ pub fn resume(
         let same_size = matches!((then, now), (Some(a), Some(b)) if a.examples == b.examples);
         if then.is_some() || now.is_none() {
             return Err(Error::ValidationChanged {
-                path: run_dir.to_path_buf(),
+                path: run_dir.clone(),
                 then: count(then),
                 now: if same_size {
                     format!("{} different", count(now))
@@ -624,8 +630,13 @@ pub fn resume(
             });
         }
     }
+    check_metric(state.config.select_metric, valid)?;
     let (model, encoder) = load_model_dir(&last, device)?;
-    let optimizer = AdamW::load(&last.join(OPTIMIZER_FILE), &device.clone().autodiff())?;
+    let optimizer_path = last.join(OPTIMIZER_FILE);
+    let optimizer = AdamW::load(&optimizer_path, &device.clone().autodiff())?;
+    check_optimizer(&optimizer, &model, &optimizer_path)?;
+    // A kill after `last/` but before `history.jsonl` left the history one epoch behind.
+    write_history(&run_dir, &state.history)?;
     run_epochs(
         model,
         optimizer,
@@ -633,7 +644,8 @@ pub fn resume(
         &encoder,
         train,
         valid,
-        Some(run_dir),
+        Some(run),
+        stop_after,
         devices,
     )
 }
@@ -653,7 +665,8 @@ fn run_epochs(
     encoder: &Encoder,
     train: &[Example],
     valid: Option<&[Example]>,
-    run_dir: Option<&Path>,
+    mut run: Option<&mut RunDir>,
+    stop_after: Option<usize>,
     devices: &[Device],
 ) -> Result<TrainOutcome> {
     let config = state.config.clone();
@@ -703,7 +716,8 @@ fn run_epochs(
     });
     let mut stopped_early = false;
 
-    for epoch in state.epochs_done + 1..=epochs {
+    let last_epoch = stop_after.map_or(epochs, |s| s.min(epochs));
+    for epoch in state.epochs_done + 1..=last_epoch {
         let started = Instant::now();
         // Every epoch has its own seed: a resumed run replays exactly what an unbroken one does.
         let epoch_seed = config
@@ -803,7 +817,7 @@ fn run_epochs(
         let mean = |(s, c): (f64, u64)| (c > 0).then(|| s / c as f64);
         let record = EpochRecord {
             epoch,
-            train_loss: if n > 0 { sum / n as f64 } else { 0.0 },
+            train_loss: (n > 0).then(|| sum / n as f64),
             train_loss_classification: mean(task_sums[0]),
             train_loss_ner: mean(task_sums[1]),
             valid_loss_classification: report
@@ -839,14 +853,24 @@ fn run_epochs(
         };
         if improved {
             state.best_score = score.or(state.best_score);
+            state.best_epoch = Some(epoch);
             state.bad_epochs = 0;
         } else {
             state.bad_epochs += 1;
         }
         state.epochs_done = epoch;
         state.history.epochs.push(record);
-        if let Some(dir) = run_dir {
-            write_checkpoint(dir, &eval_model, encoder, &optimizer, &state, improved)?;
+        if let Some(run) = run.as_deref_mut() {
+            write_checkpoint(
+                run.path(),
+                &eval_model,
+                encoder,
+                &optimizer,
+                &state,
+                improved,
+            )?;
+            // An earlier run in its place is replaced only now that this one has a model.
+            run.commit()?;
         }
         if let Some(patience) = config.patience
             && state.bad_epochs >= patience
@@ -861,47 +885,15 @@ fn run_epochs(
         model: model.valid(),
         history: state.history,
         stopped_early,
+        best_epoch: state.best_epoch,
     })
 }
 
-fn write_checkpoint(
-    dir: &Path,
-    model: &MultitaskTransformer,
-    encoder: &Encoder,
-    optimizer: &AdamW,
-    state: &TrainerState,
-    best: bool,
-) -> Result<()> {
-    // `best/` before `last/`: the trainer state in `last/` is what a resume believes, so it
-    // must never name a best checkpoint that a kill kept from being written. A kill between
-    // the two swaps leaves `last/` one epoch behind, and the resumed run replays that epoch
-    // (deterministically) and writes the same `best/` again.
-    if best {
-        swap_in_dir(&dir.join(BEST_DIR), |d| save_model_dir(model, encoder, d))?;
-    }
-    swap_in_dir(&dir.join(LAST_DIR), |d| {
-        save_model_dir(model, encoder, d)?;
-        optimizer.save(&d.join(OPTIMIZER_FILE))?;
-        let json = serde_json::to_vec(state).map_err(|e| Error::State {
-            path: d.join(STATE_FILE),
-            message: e.to_string(),
-        })?;
-        write_atomic(&d.join(STATE_FILE), &json).map_err(io(d))
-    })?;
-    let mut lines = String::new();
-    for record in &state.history.epochs {
-        let line = serde_json::to_string(record).map_err(|e| Error::State {
-            path: dir.join(HISTORY_FILE),
-            message: e.to_string(),
-        })?;
-        lines.push_str(&line);
-        lines.push('\n');
-    }
-    write_atomic(&dir.join(HISTORY_FILE), lines.as_bytes()).map_err(io(dir))
-}
-
 fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
-    let mut line = format!("epoch {}/{epochs} train_loss {:.4}", r.epoch, r.train_loss);
+    let mut line = match r.train_loss {
+        Some(loss) => format!("epoch {}/{epochs} train_loss {loss:.4}", r.epoch),
+        None => format!("epoch {}/{epochs} no training step", r.epoch),
+    };
     let fields = [
         ("val_loss_cls", r.valid_loss_classification),
         ("val_loss_ner", r.valid_loss_ner),
@@ -1054,10 +1046,13 @@ mod tests {
             .with_dim_feedforward(8);
         let model = MultitaskTransformer::new(&config, &Device::flex()).expect("model");
         let err = check_chars(&model, &encoder).expect_err("must be refused");
+        let tokens = encoder.text.vocab_size().to_string();
         assert!(
-            matches!(err, Error::VocabMismatch { tokenizer, model: 10 } if tokenizer > 30),
+            matches!(&err, Error::Inconsistent { path, found, expected, .. }
+                if path.ends_with("vocab.json") && *found == tokens && expected == "10"),
             "{err}"
         );
+        assert!(encoder.text.vocab_size() > 30);
     }
 
     #[test]

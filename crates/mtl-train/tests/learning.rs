@@ -145,8 +145,11 @@ fn learns_both_heads_under_every_sampling_strategy() {
                 .map(|e| e.train_loss)
                 .collect::<Vec<_>>()
         );
-        let first = out.history.epochs.first().expect("epochs").train_loss;
-        let last = out.history.epochs.last().expect("epochs").train_loss;
+        let first = out.history.epochs.first().and_then(|e| e.train_loss);
+        let last = out.history.epochs.last().and_then(|e| e.train_loss);
+        let (Some(first), Some(last)) = (first, last) else {
+            panic!("{sampling:?}: an epoch without a training step");
+        };
         assert!(last < first / 4.0, "{sampling:?}: loss {first} -> {last}");
     }
 }
@@ -187,15 +190,53 @@ fn same_seed_same_history() {
     assert_eq!(strip(&a), strip(&b));
 }
 
+/// Every parameter of `model`, in module order, as bits.
+fn weights(model: &MultitaskTransformer) -> Vec<Vec<u32>> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    struct Bits(Vec<Vec<u32>>);
+    impl ModuleVisitor for Bits {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = param.val().into_data().try_to_vec::<f32>().expect("f32");
+            self.0.push(values.iter().map(|v| v.to_bits()).collect());
+        }
+    }
+    let mut bits = Bits(Vec::new());
+    model.visit(&mut bits);
+    bits.0
+}
+
+/// The history without wall-clock times.
+fn timeless(history: &mtl_train::History) -> Vec<mtl_train::EpochRecord> {
+    history
+        .epochs
+        .iter()
+        .map(|e| mtl_train::EpochRecord {
+            seconds: 0.0,
+            ..e.clone()
+        })
+        .collect()
+}
+
+/// A run stopped after its first epoch and resumed equals the unbroken run to the bit. The
+/// schedule is one that would show a wrong resume: 48 examples at batch 7 make 7 steps an
+/// epoch (the last batch of 6), the warmup of 10 steps crosses the first epoch boundary and
+/// the decay reaches zero only at step 21, dropout and word dropout are on.
 #[test]
-fn one_epoch_then_resume_equals_two_epochs() {
+fn an_interrupted_run_resumed_equals_the_unbroken_run_to_the_bit() {
     let _guard = serial();
     let device = Device::flex();
     let data = synthetic();
     let encoder = data.build_encoder(32).expect("encoder");
     let base = std::env::temp_dir().join(format!("mtl-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
     let (full_dir, split_dir) = (base.join("full"), base.join("split"));
-    let cfg = config(SamplingStrategy::Random, 2);
+    let cfg = TrainConfig {
+        batch_size: 7,
+        warmup_steps: 10,
+        word_dropout: 0.1,
+        ..config(SamplingStrategy::Random, 3)
+    };
     let valid = Some(&data.examples[..12]);
     let full = fit(
         small_model(&encoder, &device),
@@ -207,20 +248,31 @@ fn one_epoch_then_resume_equals_two_epochs() {
         std::slice::from_ref(&device),
     )
     .expect("full");
-    let one = TrainConfig {
-        epochs: 1,
-        ..cfg.clone()
-    };
-    fit(
-        small_model(&encoder, &device),
-        &encoder,
-        &data.examples,
-        valid,
-        &one,
-        Some(&split_dir),
-        std::slice::from_ref(&device),
-    )
-    .expect("first epoch");
+    {
+        let mut run = mtl_train::RunDir::create(&split_dir, false).expect("run dir");
+        let first = mtl_train::fit_in(
+            small_model(&encoder, &device),
+            &encoder,
+            &data.examples,
+            valid,
+            &cfg,
+            Some(&mut run),
+            Some(1),
+            std::slice::from_ref(&device),
+        )
+        .expect("first epoch");
+        assert_eq!(first.history.epochs.len(), 1);
+        // While it is open, a second writer is refused.
+        let err = resume(
+            &split_dir,
+            &data.examples,
+            valid,
+            None,
+            std::slice::from_ref(&device),
+        )
+        .expect_err("locked");
+        assert!(matches!(err, mtl_train::Error::Locked { .. }), "{err}");
+    }
     // The best checkpoint was chosen on `valid`: no validation data, or other data, is refused
     // before anything is written.
     for (other, said) in [
@@ -241,7 +293,7 @@ fn one_epoch_then_resume_equals_two_epochs() {
             &split_dir,
             &data.examples,
             other,
-            Some(2),
+            None,
             std::slice::from_ref(&device),
         )
         .expect_err("other validation data");
@@ -251,55 +303,49 @@ fn one_epoch_then_resume_equals_two_epochs() {
         &split_dir,
         &data.examples,
         valid,
-        Some(2),
+        None,
         std::slice::from_ref(&device),
     )
     .expect("resumed");
-    assert_eq!(resumed.history.epochs.len(), 2);
-    let a = full.history.epochs[1].train_loss;
-    let b = resumed.history.epochs[1].train_loss;
-    assert!((a - b).abs() < 1e-4, "train loss {a} vs {b}");
-    let (ra, _) = evaluate(&full.model, &encoder, &data.examples, 64, &device).expect("eval");
-    let (rb, _) = evaluate(&resumed.model, &encoder, &data.examples, 64, &device).expect("eval");
-    let la = ra
-        .classification
-        .as_ref()
-        .and_then(|c| c.loss)
-        .expect("loss");
-    let lb = rb
-        .classification
-        .as_ref()
-        .and_then(|c| c.loss)
-        .expect("loss");
-    assert!((la - lb).abs() < 1e-4, "classification loss {la} vs {lb}");
-    // Run directory contents.
-    for f in [
-        "train_config.json",
-        "history.jsonl",
-        "last/model.bpk",
-        "last/optimizer.bin",
-        "best/model.bpk",
-        "best/config.json",
-    ] {
-        assert!(split_dir.join(f).exists(), "{f} missing");
+    assert_eq!(timeless(&resumed.history), timeless(&full.history));
+    assert!(
+        weights(&resumed.model) == weights(&full.model),
+        "weights differ"
+    );
+    assert_eq!(resumed.best_epoch, full.best_epoch);
+    // The schedule spans the whole run in both parts: 21 steps, warmup 10.
+    let steps: Vec<u64> = full.history.epochs.iter().map(|e| e.step).collect();
+    assert_eq!(steps, vec![7, 14, 21]);
+    for e in &full.history.epochs {
+        let expected = mtl_train::optim::linear_warmup_decay(3e-3, e.step - 1, 10, 21);
+        assert_eq!(e.lr, expected, "epoch {}", e.epoch);
     }
+    // The saved files: the history as returned, the best model the best epoch's.
     let history = std::fs::read_to_string(split_dir.join("history.jsonl")).expect("history");
-    assert_eq!(history.lines().count(), 2);
-    let first: serde_json::Value =
-        serde_json::from_str(history.lines().next().expect("line")).expect("json");
-    for key in [
-        "epoch",
-        "train_loss",
-        "train_loss_classification",
-        "train_loss_ner",
-        "valid_loss_classification",
-        "valid_loss_ner",
-        "lr",
-        "valid_accuracy",
-        "valid_entity_f1",
-    ] {
-        assert!(first.get(key).is_some(), "history lacks {key}");
-    }
+    let lines: Vec<mtl_train::EpochRecord> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    assert_eq!(lines, resumed.history.epochs);
+    let (best, _) = mtl_train::load_model_dir(&split_dir.join("best"), &device).expect("best");
+    let (full_best, _) = mtl_train::load_model_dir(&full_dir.join("best"), &device).expect("best");
+    assert!(weights(&best) == weights(&full_best), "best/ differs");
+    // Another number of epochs re-plans the schedule from where the run is.
+    let longer = resume(
+        &split_dir,
+        &data.examples,
+        valid,
+        Some(4),
+        std::slice::from_ref(&device),
+    )
+    .expect("one more epoch");
+    assert_eq!(longer.history.epochs.len(), 4);
+    let last = &longer.history.epochs[3];
+    assert_eq!(last.step, 28);
+    assert_eq!(
+        last.lr,
+        mtl_train::optim::linear_warmup_decay(3e-3, 27, 10, 28)
+    );
     std::fs::remove_dir_all(&base).ok();
 }
 
@@ -474,9 +520,73 @@ fn model_and_encoder_must_agree_on_characters() {
         panic!("a model reading characters trained with an encoder that makes none");
     };
     assert!(
-        matches!(err, mtl_train::Error::CharMismatch { encoder: None, .. }),
+        matches!(&err, mtl_train::Error::Inconsistent { path, found, .. }
+            if path.ends_with("encoder.json") && found == "none"),
         "{err}"
     );
+    assert!(err.to_string().contains("max_chars 16"), "{err}");
+}
+
+/// Every file of a model directory is checked against `config.json` when it is loaded, with
+/// the file and both numbers in the error, and both engines refuse the pair alike.
+#[test]
+fn a_model_directory_whose_files_disagree_is_refused() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    let model = small_model(&encoder, &device);
+    let dir = std::env::temp_dir().join(format!("mtl-consistency-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    mtl_train::save_model_dir(&model, &encoder, &dir).expect("saved");
+    mtl_train::load_model_dir(&dir, &device).expect("a consistent directory loads");
+    let config_path = dir.join("config.json");
+    let original = std::fs::read_to_string(&config_path).expect("config");
+    let labels = encoder.labels.len();
+    let tags = encoder.tags.len();
+    for (field, value, file, found, expected) in [
+        ("num_classes", labels + 1, "labels.json", labels, labels + 1),
+        ("num_ner_tags", tags - 1, "tags.json", tags, tags - 1),
+        ("max_seq_length", 16, "encoder.json", 32, 16),
+        ("vocab_size", 5, "vocab.json", encoder.text.vocab_size(), 5),
+    ] {
+        let mut json: serde_json::Value = serde_json::from_str(&original).expect("json");
+        json["model"][field] = serde_json::json!(value);
+        std::fs::write(&config_path, json.to_string()).expect("write");
+        let err = mtl_train::load_model_dir(&dir, &device).expect_err(field);
+        let said = err.to_string();
+        assert!(
+            matches!(&err, mtl_train::Error::Inconsistent { path, found: f, expected: e, .. }
+                if path.ends_with(file) && *f == found.to_string() && *e == expected.to_string()),
+            "{field}: {said}"
+        );
+        assert!(
+            said.contains(file) && said.contains("config.json"),
+            "{said}"
+        );
+    }
+    std::fs::write(&config_path, &original).expect("restore");
+    // Both engines refuse a model and an encoder that disagree, with the same error.
+    let mut other_config = model.config().clone();
+    other_config.num_classes = labels + 2;
+    let other = MultitaskTransformer::new(&other_config, &device).expect("model");
+    let errors: Vec<String> = [InferenceEngine::Burn, InferenceEngine::Packed]
+        .into_iter()
+        .map(|engine| {
+            predict(
+                &other,
+                &encoder,
+                &data.examples[..4],
+                &PredictOptions::new(8).with_engine(engine),
+                &device,
+            )
+            .expect_err("refused")
+            .to_string()
+        })
+        .collect();
+    assert_eq!(errors[0], errors[1]);
+    assert!(errors[0].contains("labels.json"), "{}", errors[0]);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `InferenceEngine::Packed` gives the Burn model's predictions: same labels and tags, same
@@ -544,4 +654,64 @@ fn packed_inference_predicts_as_the_burn_model() {
         close(n1.expect("tags"), n2.expect("tags")),
         "{n1:?} vs {n2:?}"
     );
+}
+
+/// A selection metric the validation data cannot give (accuracy on data without sentence
+/// labels) would score 0 every epoch and drive early stopping: it is refused before anything
+/// is trained or written.
+#[test]
+fn a_selection_metric_the_validation_data_cannot_give_is_refused() {
+    let _guard = serial();
+    let device = Device::flex();
+    let data = synthetic();
+    let encoder = data.build_encoder(32).expect("encoder");
+    let ner_only: Vec<mtl_data::Example> = data.examples[..12]
+        .iter()
+        .map(|e| mtl_data::Example {
+            label: None,
+            ..e.clone()
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("mtl-metric-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (metric, ok) in [
+        (mtl_train::SelectMetric::Accuracy, false),
+        (mtl_train::SelectMetric::FrameAccuracy, false),
+        (mtl_train::SelectMetric::EntityF1, true),
+    ] {
+        let cfg = TrainConfig {
+            select_metric: metric,
+            ..config(SamplingStrategy::Joint, 1)
+        };
+        let result = fit(
+            small_model(&encoder, &device),
+            &encoder,
+            &data.examples,
+            Some(&ner_only),
+            &cfg,
+            Some(&dir),
+            std::slice::from_ref(&device),
+        );
+        match result {
+            Ok(out) => {
+                assert!(ok, "{metric:?} accepted");
+                let score = out.history.epochs[0].score.expect("a score");
+                assert!(score > 0.0, "{metric:?} scored {score}");
+            }
+            Err(err) => {
+                assert!(!ok, "{metric:?}: {err}");
+                assert!(
+                    matches!(err, mtl_train::Error::MetricUnavailable { .. }),
+                    "{err}"
+                );
+                let said = err.to_string();
+                assert!(
+                    said.contains("sentence labels") && said.contains("entity_f1"),
+                    "{said}"
+                );
+                assert!(!dir.join("last").exists(), "nothing trained");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

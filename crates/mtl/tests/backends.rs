@@ -254,7 +254,7 @@ fn curve(history: &History) -> Vec<f64> {
         .iter()
         .flat_map(|e| {
             [
-                e.train_loss,
+                e.train_loss.unwrap_or(f64::NAN),
                 e.train_loss_classification.unwrap_or(f64::NAN),
                 e.train_loss_ner.unwrap_or(f64::NAN),
                 e.valid_loss_classification.unwrap_or(f64::NAN),

@@ -22,7 +22,7 @@ use mtl::train::trainer::{EpochRecord, ProgressMode, TrainConfig};
 
 fn losses(e: &EpochRecord) -> [f64; 5] {
     [
-        e.train_loss,
+        e.train_loss.unwrap_or(f64::NAN),
         e.train_loss_classification.unwrap_or(f64::NAN),
         e.train_loss_ner.unwrap_or(f64::NAN),
         e.valid_loss_classification.unwrap_or(f64::NAN),

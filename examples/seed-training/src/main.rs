@@ -194,9 +194,9 @@ fn print_history(history: &History) {
     let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
     for r in &history.epochs {
         println!(
-            "{:>5} {:>10.4} {:>12} {:>12} {:>8} {:>10} {:>9}",
+            "{:>5} {:>10} {:>12} {:>12} {:>8} {:>10} {:>9}",
             r.epoch,
-            r.train_loss,
+            show(r.train_loss),
             show(r.valid_loss_classification),
             show(r.valid_loss_ner),
             show(r.valid_accuracy),
@@ -297,17 +297,13 @@ fn main() -> Result<()> {
     )?;
     print_history(&history);
 
-    let first = history.epochs.first().context("no epoch was trained")?;
-    let last = history.epochs.last().context("no epoch was trained")?;
-    println!(
-        "\ntrain loss {:.4} -> {:.4}",
-        first.train_loss, last.train_loss
-    );
+    let loss = |e: Option<&mtl::train::EpochRecord>| e.and_then(|e| e.train_loss);
+    let first = loss(history.epochs.first()).context("no epoch took a training step")?;
+    let last = loss(history.epochs.last()).context("no epoch took a training step")?;
+    println!("\ntrain loss {first:.4} -> {last:.4}");
     ensure!(
-        last.train_loss < first.train_loss,
-        "the training loss did not decrease ({:.4} -> {:.4})",
-        first.train_loss,
-        last.train_loss
+        last < first,
+        "the training loss did not decrease ({first:.4} -> {last:.4})"
     );
 
     // The trained model answers the seed's inference calls.

@@ -107,7 +107,7 @@ fn main() -> Result<()> {
         .data
         .canonicalize()
         .unwrap_or_else(|_| args.data.clone());
-    // Refuse before any work; the old run is removed only when training is about to start.
+    // Refuse before any work; `fit` replaces the old run only after its first checkpoint.
     if args.run_dir.exists() {
         if !args.overwrite {
             bail!(
@@ -116,10 +116,10 @@ fn main() -> Result<()> {
                 args.run_dir.display()
             );
         }
-        // Only ever delete what a training wrote.
+        // Only ever replace what a training wrote.
         if !args.run_dir.join(TRAIN_CONFIG_FILE).is_file() {
             bail!(
-                "{} is not a run directory (no {TRAIN_CONFIG_FILE}); refusing to delete it",
+                "{} is not a run directory (no {TRAIN_CONFIG_FILE}); refusing to replace it",
                 args.run_dir.display()
             );
         }
@@ -199,12 +199,8 @@ fn main() -> Result<()> {
     device.seed(train_config.seed);
     let model = MultitaskTransformer::new(&model_config, &device)?;
 
-    // 4. Train into a fresh run directory.
-    if args.run_dir.exists() {
-        println!("--overwrite: removing {}", args.run_dir.display());
-        std::fs::remove_dir_all(&args.run_dir)
-            .with_context(|| format!("removing {}", args.run_dir.display()))?;
-    }
+    // 4. Train. `fit` replaces an earlier run in the directory only once this one has written
+    // its first checkpoint (it trains beside it until then), so a failure keeps the old run.
     println!(
         "training {} epochs (batch {}, lr {}, joint sampling) into {}",
         train_config.epochs,
