@@ -64,6 +64,8 @@ struct Args {
     tags: usize,
     /// Keep the token, position and token-type embeddings fixed (as `freeze_embeddings`).
     freeze_embeddings: bool,
+    /// AdamW updates only the embedding rows a batch used (as `lazy_embeddings`).
+    lazy_embeddings: bool,
     /// Training devices (`cpu,cpu`: two data-parallel replicas, `cpu`: one); default what
     /// `mtl train --device DEVICE` trains on.
     devices: Option<String>,
@@ -84,6 +86,7 @@ fn parse_args() -> Result<Args> {
         classes: 7,
         tags: 72,
         freeze_embeddings: false,
+        lazy_embeddings: false,
         devices: None,
     };
     let mut it = std::env::args().skip(1);
@@ -104,6 +107,7 @@ fn parse_args() -> Result<Args> {
             "--classes" => a.classes = value()?.parse()?,
             "--tags" => a.tags = value()?.parse()?,
             "--freeze-embeddings" => a.freeze_embeddings = true,
+            "--lazy-embeddings" => a.lazy_embeddings = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -158,6 +162,7 @@ fn time_training(
     let mut model = model.valid().to_device(&ad).train();
     let mut opt = AdamW::new(AdamWConfig {
         weight_decay: 0.01,
+        lazy_embeddings: a.lazy_embeddings,
         ..AdamWConfig::default()
     });
     let mut phases: [Vec<f64>; 3] = Default::default();
@@ -433,6 +438,7 @@ fn pretrained(a: &Args, dir: &Path) -> Result<()> {
             "infer_path": infer_path,
             "infer_burn_sent_per_s": round(a.batch as f64 / burn_infer, 1),
             "frozen_embeddings": a.freeze_embeddings,
+            "lazy_embeddings": a.lazy_embeddings,
             "train_grads_s": grads.map(|t| round(t, 5)),
             "train_optim_s": optim.map(|t| round(t, 5)),
         })

@@ -36,6 +36,13 @@ pub struct AdamWConfig {
     /// Decoupled weight decay applied to matrices (weights, embeddings); never to vectors
     /// (biases, LayerNorm gains and shifts).
     pub weight_decay: f64,
+    /// Update only the rows of embedding tables (Burn `Embedding` modules) that the step's
+    /// batch used, as TensorFlow's `LazyAdam` and PyTorch's `SparseAdam` do: a row whose
+    /// gradient is zero keeps its weights and moments (no momentum step, no weight decay)
+    /// until a batch uses it again. Other parameters are updated as usual. Off: PyTorch's
+    /// dense AdamW, which moves every row on every step.
+    #[serde(default)]
+    pub lazy_embeddings: bool,
 }
 
 impl Default for AdamWConfig {
@@ -45,6 +52,7 @@ impl Default for AdamWConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.01,
+            lazy_embeddings: false,
         }
     }
 }
@@ -190,6 +198,9 @@ struct Hyper {
     /// Bias corrections `1 - beta^t`.
     bc1: f64,
     bc2: f64,
+    /// Row width of an embedding table updated lazily (rows with a zero gradient are left
+    /// as they are); `None`: every element is updated.
+    lazy_rows: Option<usize>,
 }
 
 struct Updater<'a> {
@@ -199,14 +210,21 @@ struct Updater<'a> {
     lr: f64,
     clip: f64,
     path: Vec<String>,
+    /// The container type of each module on `path` (`Struct:Embedding` for an embedding).
+    containers: Vec<String>,
 }
 
+/// Burn's name for the container of an `nn::Embedding`'s table.
+const EMBEDDING_CONTAINER: &str = "Struct:Embedding";
+
 impl ModuleMapper for Updater<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.pop();
+        self.containers.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
@@ -228,6 +246,10 @@ impl ModuleMapper for Updater<'_> {
             decay: if D >= 2 { c.weight_decay } else { 0.0 },
             bc1: 1.0 - c.beta1.powi(t),
             bc2: 1.0 - c.beta2.powi(t),
+            lazy_rows: (c.lazy_embeddings
+                && D == 2
+                && self.containers.last().map(String::as_str) == Some(EMBEDDING_CONTAINER))
+            .then(|| tensor.dims()[D - 1]),
         };
         let moments = self.opt.state.remove(&key);
         let (p, moments) = match grad {
@@ -264,6 +286,20 @@ fn tensor_update<const D: usize>(
         m: Tensor::zeros([n], &p.device()),
         v: Tensor::zeros([n], &p.device()),
     });
+    // Lazy rows: where a row's gradient is all zero, the old values are kept.
+    let untouched = h.lazy_rows.map(|width| {
+        let rows = n / width;
+        g.clone()
+            .reshape([rows, width])
+            .abs()
+            .sum_dim(1)
+            .equal_elem(0.0)
+            .expand([rows, width])
+            .reshape([n])
+    });
+    let old = untouched
+        .is_some()
+        .then(|| (p.clone(), moments.m.clone(), moments.v.clone()));
     let m = moments.m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
     let v = moments.v.mul_scalar(c.beta2) + g.powi_scalar(2).mul_scalar(1.0 - c.beta2);
     let p = if h.decay > 0.0 {
@@ -273,6 +309,14 @@ fn tensor_update<const D: usize>(
     };
     let denom = v.clone().sqrt().div_scalar(h.bc2.sqrt()).add_scalar(c.eps);
     let p = p - m.clone().div(denom).mul_scalar(h.lr / h.bc1);
+    let (p, m, v) = match (untouched, old) {
+        (Some(mask), Some((p0, m0, v0))) => (
+            p.mask_where(mask.clone(), p0),
+            m.mask_where(mask.clone(), m0),
+            v.mask_where(mask, v0),
+        ),
+        _ => (p, m, v),
+    };
     (p.reshape(shape), Moments { m, v })
 }
 
@@ -365,23 +409,37 @@ fn host_update<const D: usize>(
     let (ob1, ob2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
     let keep = (h.decay > 0.0).then_some((1.0 - h.lr * h.decay) as f32);
     let (sbc2, eps, rate) = (h.bc2.sqrt() as f32, c.eps as f32, (h.lr / h.bc1) as f32);
+    // A lazy table is walked row by row, skipping rows whose gradient is all zero; anything
+    // else is one run per chunk.
+    let run = h.lazy_rows.unwrap_or(CHUNK).max(1);
+    let chunk = run * (CHUNK / run).max(1);
     let update = |(((p, m), v), g): ChunkOf4| {
-        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-            let g = clip.map_or(g, |k| g * k);
-            *m = *m * b1 + g * ob1;
-            *v = *v * b2 + (g * g) * ob2;
-            if let Some(k) = keep {
-                *p *= k;
+        let runs = p
+            .chunks_mut(run)
+            .zip(m.chunks_mut(run))
+            .zip(v.chunks_mut(run))
+            .zip(g.chunks(run));
+        for (((p, m), v), g) in runs {
+            if h.lazy_rows.is_some() && g.iter().all(|&x| x == 0.0) {
+                continue;
             }
-            let denom = v.sqrt() / sbc2 + eps;
-            *p -= (*m / denom) * rate;
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                let g = clip.map_or(g, |k| g * k);
+                *m = *m * b1 + g * ob1;
+                *v = *v * b2 + (g * g) * ob2;
+                if let Some(k) = keep {
+                    *p *= k;
+                }
+                let denom = v.sqrt() / sbc2 + eps;
+                *p -= (*m / denom) * rate;
+            }
         }
     };
     debug_assert!(n == g.len() && n == m.len() && n == v.len());
-    p.par_chunks_mut(CHUNK)
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .zip(g.par_chunks(CHUNK))
+    p.par_chunks_mut(chunk)
+        .zip(m.par_chunks_mut(chunk))
+        .zip(v.par_chunks_mut(chunk))
+        .zip(g.par_chunks(chunk))
         .for_each(update);
     let moments = Moments {
         m: Tensor::from_data(TensorData::new(m, [n]), &device),
@@ -467,6 +525,7 @@ impl AdamW {
             lr,
             clip,
             path: Vec::new(),
+            containers: Vec::new(),
         };
         let module = module.map(&mut updater);
         (
@@ -788,6 +847,102 @@ mod tests {
             }
         }
         assert_eq!(oa.state.len(), 2);
+    }
+
+    /// An embedding table and a Linear, for the lazy-update test.
+    #[derive(burn::module::Module, Debug)]
+    struct Table {
+        emb: burn::nn::Embedding,
+        lin: Linear,
+    }
+
+    /// With `lazy_embeddings`, an embedding row whose gradient is zero keeps its weights and
+    /// moments (host and tensor paths alike), while a used row and every Linear weight are
+    /// updated; dense AdamW moves the unused rows too (weight decay, momentum).
+    #[test]
+    fn lazy_embeddings_leave_unused_rows_alone() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let table = Table {
+            emb: burn::nn::EmbeddingConfig::new(6, 4).init(&device),
+            lin: LinearConfig::new(4, 3).init(&device),
+        };
+        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_to_vec().expect("f32") };
+        let initial = values(table.emb.weight.val());
+        // Step 0 uses rows 0 and 1, step 1 only row 1; rows 2 to 5 are never used.
+        let used: [&[usize]; 2] = [&[0, 1], &[1]];
+        let run = |lazy: bool, host: bool| {
+            let config = AdamWConfig {
+                weight_decay: 0.1,
+                lazy_embeddings: lazy,
+                ..AdamWConfig::default()
+            };
+            let mut opt = AdamW::new(config);
+            let mut t = table.clone();
+            let mut after = Vec::new();
+            for (step, rows) in used.iter().enumerate() {
+                let flex = Device::flex();
+                let mut emb = vec![0.0f32; 24];
+                for &r in *rows {
+                    emb[r * 4..(r + 1) * 4]
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(i, x)| *x = 0.1 * (i + step + 1) as f32);
+                }
+                // The Linear's gradient has an all-zero row too: it is still updated.
+                let mut lin = vec![0.3f32; 12];
+                lin[..3].fill(0.0);
+                let mut g = GradientsParams::new();
+                g.register(
+                    t.emb.weight.id,
+                    Tensor::<2>::from_data(TensorData::new(emb, [6, 4]), &flex),
+                );
+                g.register(
+                    t.lin.weight.id,
+                    Tensor::<2>::from_data(TensorData::new(lin, [4, 3]), &flex),
+                );
+                let scales = LrScales::uniform();
+                (t, _) = opt.step_on(1e-2, t, g, None, &scales, host);
+                after.push(values(t.emb.weight.val()));
+            }
+            (after, values(t.lin.weight.val()), opt)
+        };
+        let lin0 = values(table.lin.weight.val());
+        let (lazy_host, lin_host, opt_host) = run(true, true);
+        let (lazy_tensor, lin_tensor, opt_tensor) = run(true, false);
+        let (dense, _, _) = run(false, true);
+        let row = |v: &[f32], r: usize| v[r * 4..(r + 1) * 4].to_vec();
+        for r in 2..6 {
+            assert_eq!(row(&lazy_host[1], r), row(&initial, r), "unused row {r}");
+            assert_eq!(row(&lazy_tensor[1], r), row(&initial, r), "unused row {r}");
+            assert_ne!(row(&dense[1], r), row(&initial, r), "dense moves row {r}");
+        }
+        // Row 0 was used in step 0 only: step 1 leaves it as step 0 made it.
+        assert_ne!(row(&lazy_host[0], 0), row(&initial, 0));
+        assert_eq!(row(&lazy_host[1], 0), row(&lazy_host[0], 0));
+        assert_ne!(row(&dense[1], 0), row(&dense[0], 0));
+        // Row 1 was used in both steps.
+        assert_ne!(row(&lazy_host[1], 1), row(&lazy_host[0], 1));
+        // The Linear's zero-gradient row is decayed all the same.
+        assert_ne!(lin_host[..3], lin0[..3]);
+        for (a, b) in lazy_host[1]
+            .iter()
+            .zip(&lazy_tensor[1])
+            .chain(lin_host.iter().zip(&lin_tensor))
+        {
+            assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+        }
+        // The unused rows' moments stay zero on both paths.
+        for opt in [&opt_host, &opt_tensor] {
+            let m: Vec<f32> = opt.state["emb.weight"]
+                .m
+                .clone()
+                .into_data()
+                .try_to_vec()
+                .expect("f32");
+            assert!(m[8..].iter().all(|&x| x == 0.0), "{m:?}");
+            assert!(m[..8].iter().all(|&x| x != 0.0), "{m:?}");
+        }
     }
 
     /// Three parameters of the fixture's shapes.

@@ -180,6 +180,10 @@ pub struct TrainConfig {
     /// Keep the embedding tables (token, position, token type) fixed: no gradient is computed
     /// for them and AdamW skips them (for a 30522 x 384 vocabulary, a fifth of each step).
     pub freeze_embeddings: bool,
+    /// AdamW updates only the embedding rows each batch used (rows and their moments stay
+    /// as they are until a batch uses them; see [`AdamWConfig::lazy_embeddings`]): a
+    /// vocabulary of 10,000+ words then costs a step little more than the rows it touched.
+    pub lazy_embeddings: bool,
     /// Linear warmup steps, then linear decay to zero.
     pub warmup_steps: u64,
     /// Warmup as a fraction of all training steps, in `[0, 1)`; overrides `warmup_steps`.
@@ -228,6 +232,7 @@ impl Default for TrainConfig {
             head_learning_rate: None,
             layer_lr_decay: None,
             freeze_embeddings: false,
+            lazy_embeddings: false,
             warmup_steps: 100,
             warmup_ratio: None,
             weight_decay: 0.01,
@@ -521,6 +526,7 @@ pub fn fit_in(
         beta2: config.adam_beta2,
         eps: config.adam_eps,
         weight_decay: config.weight_decay,
+        lazy_embeddings: config.lazy_embeddings,
     });
     let state = TrainerState {
         epochs_done: 0,
