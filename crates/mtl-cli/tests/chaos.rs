@@ -3,7 +3,9 @@
 //! continued each time as a user would (`--resume` when there is a checkpoint, else
 //! `--overwrite`), ends with the run an uninterrupted one writes: the same history (apart from
 //! wall-clock timings), the same `best/` and `last/` (tensor data to the bit, every other file
-//! to the byte, the trainer state apart from timings), the same metrics and curve.
+//! to the byte, the trainer state apart from timings), the same metrics and curve. Half the
+//! runs replace the complete run before them with `--overwrite`, killed too: after every kill
+//! a model still loads from the directory.
 //!
 //! Every write pauses `MTL_TEST_WRITE_PAUSE_MS` between writing its data and renaming it, so
 //! that kills land inside writes often; the number that did is counted from the leftovers
@@ -243,26 +245,42 @@ fn killed_and_resumed_runs_equal_an_unbroken_run() {
     let full = t0.elapsed();
 
     let out = base.join("run");
-    let (mut kills, mut inside, mut training, mut attempts, mut cycles) = (0, 0, 0, 0, 0);
+    let (mut kills, mut inside, mut attempts, mut cycles) = (0, 0, 0, 0);
+    let (mut fresh_kills, mut replace_kills) = (0, 0);
     // Kill instants spread over a process's life (golden-ratio steps through [0, 1)), up to
-    // 70% of an unbroken run: each process starts from the last checkpoint, so they land in
-    // startup, training, validation, checkpoint writes and the final evaluation. A run that
-    // completes is compared with the reference and started again until there were enough.
+    // 70% of an unbroken run (160% when replacing): each process starts from the last checkpoint, so they land in
+    // startup, training, validation, checkpoint writes and the final evaluation.
+    //
+    // Odd cycles start in an empty directory and continue as a user would (`--resume` with a
+    // checkpoint, else `--overwrite`); even cycles replace the complete run of the cycle
+    // before with `--overwrite`, repeated until it succeeds: after every kill there, a model
+    // must still load from the directory (the earlier run's, or the new one's once it has
+    // its first checkpoint). Every cycle ends with the reference's run.
     let mut frac = 0.0f64;
-    while kills < KILLS {
+    while kills < KILLS || fresh_kills < 5 || replace_kills < 5 {
         cycles += 1;
-        for d in [out.clone(), out.with_file_name("run.replacing")] {
-            let _ = std::fs::remove_dir_all(d);
+        let replacing = cycles % 2 == 0;
+        if !replacing {
+            for d in [out.clone(), out.with_file_name("run.replacing")] {
+                let _ = std::fs::remove_dir_all(d);
+            }
         }
         loop {
             attempts += 1;
-            assert!(attempts < 600, "no progress after {attempts} attempts");
+            assert!(attempts < 800, "no progress after {attempts} attempts");
             frac = (frac + 0.618_033_988_75) % 1.0;
-            let step = next_step(&out);
+            let step = if replacing {
+                &["--overwrite"][..]
+            } else {
+                next_step(&out)
+            };
+            let had_model = mtl::train::load_model_dir(&out, &Device::flex()).is_ok();
             let mut child = train_command(&config, &out, step)
                 .spawn()
                 .expect("mtl starts");
-            let deadline = Instant::now() + full.mul_f64(0.7 * frac);
+            // A replacement starts from scratch every time: some must live long enough to end.
+            let span = if replacing { 1.6 } else { 0.7 };
+            let deadline = Instant::now() + full.mul_f64(span * frac);
             let mut finished = None;
             while Instant::now() < deadline {
                 if let Some(status) = child.try_wait().expect("wait") {
@@ -285,23 +303,29 @@ fn killed_and_resumed_runs_equal_an_unbroken_run() {
             child.wait().expect("reaped");
             kills += 1;
             inside += usize::from(inside_a_write(&out));
-            training += usize::from(!out.join("metrics.json").exists());
+            if replacing {
+                replace_kills += 1;
+            } else {
+                fresh_kills += 1;
+            }
+            // A model that was there is there after the kill (read without any repair).
+            if had_model {
+                let loaded = mtl::train::load_model_dir(&out, &Device::flex());
+                assert!(loaded.is_ok(), "a kill lost the model: {:?}", loaded.err());
+            }
         }
         assert_same_run(&reference, &out);
     }
     eprintln!(
-        "chaos: {kills} kills ({inside} inside a write, {training} before the run was complete) \
-         over {attempts} processes and {cycles} runs; unbroken run {:.1}s, test {:.1}s",
+        "chaos: {kills} kills ({inside} inside a write; {fresh_kills} continuing a run, \
+         {replace_kills} replacing one) over {attempts} processes and {cycles} runs; unbroken \
+         run {:.1}s, test {:.1}s",
         full.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
     assert!(
         inside >= 5,
         "only {inside} of {kills} kills landed inside a write"
-    );
-    assert!(
-        training >= KILLS / 2,
-        "only {training} of {kills} kills landed before the run was complete"
     );
     let _ = std::fs::remove_dir_all(&base);
 }
