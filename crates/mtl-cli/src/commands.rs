@@ -169,6 +169,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         data.test.as_ref().map_or(0, Vec::len)
     );
     inputs::check_train_annotations(&data.train, &args.data.data)?;
+    file.train.select_metric.check_data(data.valid.as_deref())?;
     if data.valid.is_none() {
         eprintln!(
             "warning: no validation data ({} has no dev split and --valid is not given): no \
@@ -305,12 +306,6 @@ pub fn train(args: TrainArgs) -> Result<()> {
             }
             None => model,
         };
-        mtl::train::SelectMetric::check(
-            file.train.select_metric,
-            data.valid.iter().flatten().any(|e| e.label.is_some()),
-            data.valid.iter().flatten().any(|e| e.tags.is_some()),
-        )
-        .or_else(|e| if data.valid.is_some() { Err(e) } else { Ok(()) })?;
         // An earlier run in --out is replaced only once this one has written its first
         // checkpoint; until then this run lives beside it.
         let mut run = RunDir::create(&args.out, args.overwrite)?;

@@ -120,6 +120,22 @@ impl SelectMetric {
         })
     }
 
+    /// [`check`](Self::check) for validation examples (none, or an empty set: nothing to
+    /// check, no best epoch is chosen on them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MetricUnavailable`].
+    pub fn check_data(self, valid: Option<&[Example]>) -> Result<()> {
+        match valid {
+            Some(v) if !v.is_empty() => self.check(
+                v.iter().any(|e| e.label.is_some()),
+                v.iter().any(|e| e.tags.is_some()),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     fn score(self, r: &EvalReport) -> f64 {
         match self {
             SelectMetric::Combined => r.combined_score(),
@@ -491,7 +507,7 @@ pub fn fit(
     devices: &[Device],
 ) -> Result<TrainOutcome> {
     config.validate()?;
-    check_metric(config.select_metric, valid)?;
+    config.select_metric.check_data(valid)?;
     let mut run = run_dir.map(|d| RunDir::create(d, true)).transpose()?;
     fit_in(
         model,
@@ -520,7 +536,7 @@ pub fn fit_in(
     devices: &[Device],
 ) -> Result<TrainOutcome> {
     config.validate()?;
-    check_metric(config.select_metric, valid)?;
+    config.select_metric.check_data(valid)?;
     let optimizer = AdamW::new(AdamWConfig {
         beta1: config.adam_beta1,
         beta2: config.adam_beta2,
@@ -544,17 +560,6 @@ pub fn fit_in(
     run_epochs(
         model, optimizer, state, encoder, train, valid, run, stop_after, devices,
     )
-}
-
-/// The selection metric must be one the validation data can give.
-fn check_metric(metric: SelectMetric, valid: Option<&[Example]>) -> Result<()> {
-    match valid {
-        Some(v) if !v.is_empty() => metric.check(
-            v.iter().any(|e| e.label.is_some()),
-            v.iter().any(|e| e.tags.is_some()),
-        ),
-        _ => Ok(()),
-    }
 }
 
 /// Continues the run in `run_dir` from its last checkpoint (model, optimizer, scheduler,
@@ -630,7 +635,7 @@ pub fn resume_in(
             });
         }
     }
-    check_metric(state.config.select_metric, valid)?;
+    state.config.select_metric.check_data(valid)?;
     let (model, encoder) = load_model_dir(&last, device)?;
     let optimizer_path = last.join(OPTIMIZER_FILE);
     let optimizer = AdamW::load(&optimizer_path, &device.clone().autodiff())?;
