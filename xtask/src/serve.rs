@@ -96,7 +96,10 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no HTTP status")?;
-    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Ok((status, body))
 }
 
@@ -143,10 +146,23 @@ fn memory_mib(pid: u32) -> (f64, f64) {
 }
 
 /// The JSON lines `mtl-loadgen` prints for one server.
-fn drive(bins: &Bins, addr: SocketAddr, label: &str, load: &[&str], texts: &str) -> Result<Vec<Value>> {
+fn drive(
+    bins: &Bins,
+    addr: SocketAddr,
+    label: &str,
+    load: &[&str],
+    texts: &str,
+) -> Result<Vec<Value>> {
     let mut cmd = bins.command("mtl-loadgen");
-    cmd.args(["--addr", &addr.to_string(), "--texts", texts, "--label", label])
-        .args(load);
+    cmd.args([
+        "--addr",
+        &addr.to_string(),
+        "--texts",
+        texts,
+        "--label",
+        label,
+    ])
+    .args(load);
     eprintln!("$ {cmd:?}");
     let out = cmd.output().context("cannot run mtl-loadgen")?;
     std::io::stderr().write_all(&out.stderr).ok();
@@ -211,12 +227,21 @@ fn phase<'a>(lines: &'a [Value], clients: u64) -> Option<&'a Value> {
 }
 
 pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
-    let (mut model, mut python, mut seconds, mut rate, mut texts) =
-        (SNIPS_RUN.to_string(), None::<String>, "10".to_string(), None::<f64>, SNIPS_TEST.to_string());
+    let (mut model, mut python, mut seconds, mut rate, mut texts) = (
+        SNIPS_RUN.to_string(),
+        None::<String>,
+        "10".to_string(),
+        None::<f64>,
+        SNIPS_TEST.to_string(),
+    );
     let (mut features, mut dry_run) = (Vec::new(), false);
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
-        let mut value = || iter.next().cloned().with_context(|| format!("`{arg}` needs a value"));
+        let mut value = || {
+            iter.next()
+                .cloned()
+                .with_context(|| format!("`{arg}` needs a value"))
+        };
         match arg.as_str() {
             "--model" => model = value()?,
             "--vs-python" => python = Some(value()?),
@@ -225,7 +250,9 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
             "--texts" => texts = value()?,
             "--features" | "-F" => features.push(value()?),
             "--dry-run" => dry_run = true,
-            other => bail!("unexpected argument `{other}` for `cargo xtask loadtest` (see `cargo xtask help`)"),
+            other => bail!(
+                "unexpected argument `{other}` for `cargo xtask loadtest` (see `cargo xtask help`)"
+            ),
         }
     }
     if !Path::new(&model).exists() {
@@ -240,7 +267,9 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            bail!("{py} cannot import torch, fastapi and uvicorn: `{py} -m pip install torch fastapi uvicorn`");
+            bail!(
+                "{py} cannot import torch, fastapi and uvicorn: `{py} -m pip install torch fastapi uvicorn`"
+            );
         }
     }
     let bins = build(root, &features, dry_run)?;
@@ -259,10 +288,20 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
         Some(py) => {
             let port = free_port()?;
             let best = Path::new(&model).join("best");
-            let dir = if best.is_dir() { best } else { PathBuf::from(&model) };
+            let dir = if best.is_dir() {
+                best
+            } else {
+                PathBuf::from(&model)
+            };
             let mut cmd = Command::new(py);
-            cmd.arg(SERVE_REF)
-                .args(["--model", &dir.display().to_string(), "--port", &port.to_string(), "--threads", "2"]);
+            cmd.arg(SERVE_REF).args([
+                "--model",
+                &dir.display().to_string(),
+                "--port",
+                &port.to_string(),
+                "--threads",
+                "2",
+            ]);
             eprintln!("$ {cmd:?}");
             let mut child = Guard(cmd.spawn().context("cannot start serve_ref.py")?);
             let paddr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -276,9 +315,9 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
     // The open loop: the same fixed rate for both, half what the slower one sustained.
     let saturation = |l: &[Value]| l.iter().map(|v| num(v, "rps")).fold(0.0, f64::max);
     let rate = rate.unwrap_or_else(|| {
-        let slowest = theirs
-            .as_ref()
-            .map_or(saturation(&ours), |(_, _, t)| saturation(t).min(saturation(&ours)));
+        let slowest = theirs.as_ref().map_or(saturation(&ours), |(_, _, t)| {
+            saturation(t).min(saturation(&ours))
+        });
         (slowest * 0.5).max(1.0).round()
     });
     let open = ["--rate", &format!("{rate}"), "--seconds", &seconds];
@@ -293,7 +332,9 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
     let _ = server.0.kill();
     let offline = offline_rate(&bins, &model, &texts, 20)?;
 
-    println!("\nload: one SNIPS test sentence per request ({texts}), {seconds} s per phase; machine load before: {load}");
+    println!(
+        "\nload: one SNIPS test sentence per request ({texts}), {seconds} s per phase; machine load before: {load}"
+    );
     println!("\n| server | load | requests/s | p50 ms | p95 ms | p99 ms | errors | 429 |");
     println!("|---|---|---|---|---|---|---|---|");
     for v in &lines {
@@ -315,7 +356,10 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
         println!("| {name} | {hwm:.1} | {rss:.1} |");
     }
     let best = saturation(&ours);
-    println!("\noffline `mtl predict` on the same texts: {offline:.1} texts/s; mtl serve at saturation: {best:.1} req/s ({:.0}% of offline; target >= 80%)", 100.0 * best / offline);
+    println!(
+        "\noffline `mtl predict` on the same texts: {offline:.1} texts/s; mtl serve at saturation: {best:.1} req/s ({:.0}% of offline; target >= 80%)",
+        100.0 * best / offline
+    );
     println!("mtl serve peak RSS {hwm:.1} MiB (target <= 100 MB = 95.4 MiB)");
     let errors: f64 = lines
         .iter()
@@ -325,10 +369,16 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
     println!("mtl serve errors: {errors} (target 0)");
     if let Some((_, _, t)) = &theirs {
         if let (Some(o), Some(p)) = (phase(&ours, 64), phase(t, 64)) {
-            println!("throughput at 64 clients: {:.2}x PyTorch's (target >= 3x)", num(o, "rps") / num(p, "rps"));
+            println!(
+                "throughput at 64 clients: {:.2}x PyTorch's (target >= 3x)",
+                num(o, "rps") / num(p, "rps")
+            );
         }
         if let (Some(o), Some(p)) = (phase(&ours, 8), phase(t, 8)) {
-            println!("p99 at 8 clients: {:.2}x PyTorch's (target <= 0.5x)", num(o, "p99_ms") / num(p, "p99_ms"));
+            println!(
+                "p99 at 8 clients: {:.2}x PyTorch's (target <= 0.5x)",
+                num(o, "p99_ms") / num(p, "p99_ms")
+            );
         }
     }
     println!("machine load after: {}", uptime());
@@ -368,7 +418,11 @@ fn read_page(dom: &str) -> (Vec<(String, String, u64, u64)>, Vec<String>) {
         };
         let tag = &part[..end_of_tag];
         let text = part[end_of_tag + 1..].split('<').next().unwrap_or("");
-        let number = |n: &str| attribute(tag, n).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+        let number = |n: &str| {
+            attribute(tag, n)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
         entities.push((
             unescape(text),
             attribute(tag, "data-label").unwrap_or_default(),
@@ -419,30 +473,42 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<String> {
 /// The first of Debian's and Google's Chromium names found on `PATH`.
 fn find_chromium() -> Option<String> {
     let path = env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
-        .into_iter()
-        .find(|name| env::split_paths(&path).any(|dir| dir.join(name).is_file()))
-        .map(str::to_string)
+    [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]
+    .into_iter()
+    .find(|name| env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    .map(str::to_string)
 }
 
 pub fn browser_check(root: &Path, args: &[String]) -> Result<()> {
-    let (mut model, mut screenshot, mut chromium) = (QUICKSTART_RUN.to_string(), SCREENSHOT.to_string(), None);
+    let (mut model, mut screenshot, mut chromium) =
+        (QUICKSTART_RUN.to_string(), SCREENSHOT.to_string(), None);
     let (mut features, mut dry_run) = (Vec::new(), false);
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
-        let mut value = || iter.next().cloned().with_context(|| format!("`{arg}` needs a value"));
+        let mut value = || {
+            iter.next()
+                .cloned()
+                .with_context(|| format!("`{arg}` needs a value"))
+        };
         match arg.as_str() {
             "--model" => model = value()?,
             "--screenshot" => screenshot = value()?,
             "--chromium" => chromium = Some(value()?),
             "--features" | "-F" => features.push(value()?),
             "--dry-run" => dry_run = true,
-            other => bail!("unexpected argument `{other}` for `cargo xtask browser-check` (see `cargo xtask help`)"),
+            other => bail!(
+                "unexpected argument `{other}` for `cargo xtask browser-check` (see `cargo xtask help`)"
+            ),
         }
     }
-    let chromium = chromium
-        .or_else(find_chromium)
-        .context("no Chromium on PATH: `apt-get install chromium` (Debian), or give --chromium BIN")?;
+    let chromium = chromium.or_else(find_chromium).context(
+        "no Chromium on PATH: `apt-get install chromium` (Debian), or give --chromium BIN",
+    )?;
     let bins = build(root, &features, dry_run)?;
     if dry_run {
         return Ok(());
@@ -451,7 +517,19 @@ pub fn browser_check(root: &Path, args: &[String]) -> Result<()> {
         eprintln!("Training the quickstart model into {QUICKSTART_RUN}/ for the page.");
         let status = bins
             .command("mtl")
-            .args(["train", "--data", "data/quickstart", "--format", "jointbert", "--config", "configs/quickstart.toml", "--out", QUICKSTART_RUN, "--overwrite", "--plain"])
+            .args([
+                "train",
+                "--data",
+                "data/quickstart",
+                "--format",
+                "jointbert",
+                "--config",
+                "configs/quickstart.toml",
+                "--out",
+                QUICKSTART_RUN,
+                "--overwrite",
+                "--plain",
+            ])
             .stdout(Stdio::null())
             .status()?;
         if !status.success() {
@@ -490,18 +568,27 @@ pub fn browser_check(root: &Path, args: &[String]) -> Result<()> {
     let profile = env::temp_dir().join(format!("mtl-browser-check-{}", std::process::id()));
     let browser = |extra: &[&str]| {
         let mut cmd = Command::new(&chromium);
-        cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(["--virtual-time-budget=15000", "--window-size=1100,720"])
-            .args(extra)
-            .arg(&url);
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=15000", "--window-size=1100,720"])
+        .args(extra)
+        .arg(&url);
         cmd
     };
     let dom = run_bounded(&mut browser(&["--dump-dom"]), Duration::from_secs(120))?;
     let (shown, shown_intents) = read_page(&dom);
     println!("the page highlights: {shown:?}; intents {shown_intents:?}");
     if !dom.contains("data-state=\"done\"") {
-        bail!("the page did not finish its request: {}", dom.chars().take(2000).collect::<String>());
+        bail!(
+            "the page did not finish its request: {}",
+            dom.chars().take(2000).collect::<String>()
+        );
     }
     if shown != expected {
         bail!("the page shows {shown:?}, the API answers {expected:?}");
@@ -514,14 +601,21 @@ pub fn browser_check(root: &Path, args: &[String]) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     run_bounded(
-        &mut browser(&[&format!("--screenshot={}", shot.display()), "--run-all-compositor-stages-before-draw"]),
+        &mut browser(&[
+            &format!("--screenshot={}", shot.display()),
+            "--run-all-compositor-stages-before-draw",
+        ]),
         Duration::from_secs(120),
     )?;
     let _ = std::fs::remove_dir_all(&profile);
     if !shot.is_file() {
         bail!("Chromium wrote no screenshot at {}", shot.display());
     }
-    println!("browser-check: ok ({} entities as the API gives them; screenshot {})", shown.len(), shot.display());
+    println!(
+        "browser-check: ok ({} entities as the API gives them; screenshot {})",
+        shown.len(),
+        shot.display()
+    );
     Ok(())
 }
 

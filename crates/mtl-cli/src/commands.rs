@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mtl::burn::module::Module;
-use mtl::burn::tensor::Device;
 use mtl::data::{
-    Encoder, Example, Format, NO_TAG, ReadOptions, ReadReport, TOKENIZER_FILE, TagScheme,
-    TextEncoder, WordVocab, WordVocabConfig, iob2_to_spans, read_examples, read_splits, to_iob2,
+    Encoder, Example, Format, NO_TAG, ReadOptions, ReadReport, TOKENIZER_FILE, TextEncoder,
+    WordVocab, WordVocabConfig, read_examples, read_splits,
 };
 use mtl::model::MultitaskTransformer;
 use mtl::model::hf::{self, HfConfig};
@@ -18,8 +17,8 @@ use mtl::train::TagDecoding;
 use mtl::train::eval::{
     EvalReport, PredictOptions, Prediction, predict_encoded, score as score_predictions,
 };
-use mtl::train::texts::{PreparedText, Predictor};
 use mtl::train::metrics::{Mode, Scheme, entity_report, token_accuracy};
+use mtl::train::texts::{Predictor, PreparedText};
 use mtl::train::trainer::{BEST_DIR, LAST_DIR, ProgressMode, TrainConfig, checkpoint_dir};
 use mtl::train::{InferenceEngine, embed as embed_encoded, evaluate_with, fit, resume};
 use serde_json::json;

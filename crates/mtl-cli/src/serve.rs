@@ -48,9 +48,9 @@ fn default_name(dir: &Path) -> String {
 
 /// Logs go to stderr, as JSON lines or text.
 fn init_logging(format: &str, level: &str) -> Result<()> {
-    let level: tracing_subscriber::filter::LevelFilter = level
-        .parse()
-        .with_context(|| format!("--log-level {level:?}: expected error, warn, info, debug or trace"))?;
+    let level: tracing_subscriber::filter::LevelFilter = level.parse().with_context(|| {
+        format!("--log-level {level:?}: expected error, warn, info, debug or trace")
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
@@ -76,7 +76,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let (name, dir) = model_arg(arg)?;
         let (model, encoder) = inputs::load_model(&dir, &device)?;
         tracing::info!(model = %name, path = %dir.display(), "loaded");
-        models.push(ServedModel::new(name, model.valid(), encoder, engine, &device));
+        models.push(ServedModel::new(
+            name,
+            model.valid(),
+            encoder,
+            engine,
+            &device,
+        ));
     }
     let config = ServeConfig {
         limits: Limits {
@@ -115,9 +121,18 @@ mod tests {
     #[test]
     fn model_names() {
         let named = |a: &str| model_arg(a).map(|(n, d)| (n, d.display().to_string()));
-        assert_eq!(named("runs/snips").ok(), Some(("snips".into(), "runs/snips".into())));
-        assert_eq!(named("runs/snips/best/").ok(), Some(("snips".into(), "runs/snips/best/".into())));
-        assert_eq!(named("intents=runs/x=y").ok(), Some(("intents".into(), "runs/x=y".into())));
+        assert_eq!(
+            named("runs/snips").ok(),
+            Some(("snips".into(), "runs/snips".into()))
+        );
+        assert_eq!(
+            named("runs/snips/best/").ok(),
+            Some(("snips".into(), "runs/snips/best/".into()))
+        );
+        assert_eq!(
+            named("intents=runs/x=y").ok(),
+            Some(("intents".into(), "runs/x=y".into()))
+        );
         assert!(named("runs/a=b").is_err(), "'=' in a name");
         assert!(named("bad name=runs/x").is_err());
     }

@@ -1,7 +1,7 @@
 //! End-to-end tests of the `mtl` binary: train on a tiny dataset, eval, predict, score, and the
 //! error cases (one clear line, non-zero exit, never a panic).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 mod common;

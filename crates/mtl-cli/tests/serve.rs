@@ -32,10 +32,18 @@ impl Server {
         let run = trained_run();
         let model = format!("quick={}", run.display());
         let mut child = Command::new(env!("CARGO_BIN_EXE_mtl"))
-            .args(["serve", "--model", &model, "--port", "0", "--log-format", "json"])
+            .args([
+                "serve",
+                "--model",
+                &model,
+                "--port",
+                "0",
+                "--log-format",
+                "json",
+            ])
             .args(extra)
-            .envs(envs.iter().copied())
             .env_remove("MTL_API_KEY")
+            .envs(envs.iter().copied())
             .current_dir(workspace())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -189,7 +197,10 @@ fn answers_are_byte_for_byte_what_predict_prints() {
     // The same through the model's own route and as one `text`.
     let named = server.post("/v1/models/quick/predict", &texts_body(&texts));
     assert_eq!(named.text(), expected_body(&lines));
-    let one = server.post("/v1/predict", br#"{"text": "wake me up at 6 30 am on monday"}"#);
+    let one = server.post(
+        "/v1/predict",
+        br#"{"text": "wake me up at 6 30 am on monday"}"#,
+    );
     assert_eq!(one.text(), expected_body(&lines[..1]));
     // Options are those of `mtl predict`.
     let argmax = predict_lines(&texts[..3], &["--top-k", "1", "--decoding", "argmax"]);
@@ -205,7 +216,10 @@ fn answers_are_byte_for_byte_what_predict_prints() {
     assert!(inference > 0.0 && queue >= 0.0, "{queue} {inference}");
     assert!(total >= inference, "{total} < {inference}");
     let health = server.get("/health");
-    assert_eq!((health.status, health.text().as_str()), (200, r#"{"status":"ok"}"#));
+    assert_eq!(
+        (health.status, health.text().as_str()),
+        (200, r#"{"status":"ok"}"#)
+    );
     assert!(health.header("x-total-time").is_some());
 }
 
@@ -215,7 +229,10 @@ fn models_openapi_and_the_page_describe_the_server() {
     let models: Value = serde_json::from_slice(&server.get("/v1/models").body).expect("JSON");
     let m = &models["models"][0];
     assert_eq!(m["name"], "quick");
-    assert_eq!((m["ready"].as_bool(), m["default"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(
+        (m["ready"].as_bool(), m["default"].as_bool()),
+        (Some(true), Some(true))
+    );
     assert_eq!(m["engine"], "packed");
     assert_eq!(m["config"]["d_model"], 32);
     assert_eq!(m["version"], env!("CARGO_PKG_VERSION"));
@@ -224,7 +241,11 @@ fn models_openapi_and_the_page_describe_the_server() {
     )
     .expect("JSON");
     assert_eq!(m["labels"], labels["names"]);
-    assert!(m["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "B-time")));
+    assert!(
+        m["tags"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "B-time"))
+    );
     let spec: Value = serde_json::from_slice(&server.get("/openapi.json").body).expect("JSON");
     for path in [
         "/v1/predict",
@@ -239,36 +260,138 @@ fn models_openapi_and_the_page_describe_the_server() {
         assert!(spec["paths"].get(path).is_some(), "openapi lacks {path}");
     }
     let page = server.get("/");
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let html = page.text();
     assert!(html.contains("fetch(url") && html.contains("/v1/predict"));
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "external assets");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "external assets"
+    );
 }
 
 #[test]
 fn every_error_has_its_status_and_a_json_body() {
     let server = Server::start(
-        &["--max-client-batch", "4", "--max-body-bytes", "2000", "--no-truncate"],
+        &[
+            "--max-client-batch",
+            "4",
+            "--max-body-bytes",
+            "2000",
+            "--no-truncate",
+        ],
         &[],
     );
     let long = long_text();
     let big = format!("{{\"text\": \"{}\"}}", "word ".repeat(500));
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
-        ("POST", "/v1/predict", b"{\"texts\": [\"play".to_vec(), 400, "bad_request"),
-        ("POST", "/v1/predict", b"not json".to_vec(), 400, "bad_request"),
-        ("POST", "/v1/predict", br#"{"texts": "play jazz"}"#.to_vec(), 400, "bad_request"),
-        ("POST", "/v1/predict", br#"{"texts": [1, 2]}"#.to_vec(), 400, "bad_request"),
-        ("POST", "/v1/predict", br#"{"txt": "play"}"#.to_vec(), 400, "bad_request"),
-        ("POST", "/v1/predict", br#"{"texts": []}"#.to_vec(), 422, "unprocessable"),
-        ("POST", "/v1/predict", br#"{}"#.to_vec(), 422, "unprocessable"),
-        ("POST", "/v1/predict", br#"{"text": ""}"#.to_vec(), 422, "unprocessable"),
-        ("POST", "/v1/predict", br#"{"texts": ["ok", "  "]}"#.to_vec(), 422, "unprocessable"),
-        ("POST", "/v1/predict", br#"{"text": "a", "top_k": 0}"#.to_vec(), 422, "unprocessable"),
-        ("POST", "/v1/predict", br#"{"text": "a", "decoding": "crf"}"#.to_vec(), 422, "unprocessable"),
-        ("POST", "/v1/predict", texts_body(&[long.as_str()]), 422, "unprocessable"),
-        ("POST", "/v1/predict", texts_body(&["a"; 5]), 413, "payload_too_large"),
-        ("POST", "/v1/predict", big.into_bytes(), 413, "payload_too_large"),
-        ("POST", "/v1/models/nope/predict", texts_body(&["a"]), 404, "not_found"),
+        (
+            "POST",
+            "/v1/predict",
+            b"{\"texts\": [\"play".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            b"not json".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{"texts": "play jazz"}"#.to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{"texts": [1, 2]}"#.to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{"txt": "play"}"#.to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{"texts": []}"#.to_vec(),
+            422,
+            "unprocessable",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{}"#.to_vec(),
+            422,
+            "unprocessable",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{"text": ""}"#.to_vec(),
+            422,
+            "unprocessable",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{"texts": ["ok", "  "]}"#.to_vec(),
+            422,
+            "unprocessable",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{"text": "a", "top_k": 0}"#.to_vec(),
+            422,
+            "unprocessable",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            br#"{"text": "a", "decoding": "crf"}"#.to_vec(),
+            422,
+            "unprocessable",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            texts_body(&[long.as_str()]),
+            422,
+            "unprocessable",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            texts_body(&["a"; 5]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            big.into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/v1/models/nope/predict",
+            texts_body(&["a"]),
+            404,
+            "not_found",
+        ),
         ("GET", "/nope", Vec::new(), 404, "not_found"),
         ("GET", "/v1/predict", Vec::new(), 405, "method_not_allowed"),
     ];
@@ -279,7 +402,12 @@ fn every_error_has_its_status_and_a_json_body() {
             .request(method, path, body)
             .expect("an answer");
         let shown = String::from_utf8_lossy(body.unwrap_or_default()).into_owned();
-        assert_eq!(reply.status, status, "{method} {path} {shown}: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            status,
+            "{method} {path} {shown}: {}",
+            reply.text()
+        );
         assert_eq!(error_code(&reply), code, "{method} {path} {shown}");
     }
     // None of it stopped the server.
@@ -330,7 +458,9 @@ fn two_hundred_concurrent_clients_each_get_their_own_answer() {
     let requests: Vec<Vec<String>> = (0..200)
         .map(|i| {
             let n = 1 + i % 2;
-            (0..n).map(|j| pool[(i * 3 + j) % pool.len()].clone()).collect()
+            (0..n)
+                .map(|j| pool[(i * 3 + j) % pool.len()].clone())
+                .collect()
         })
         .collect();
     let all: Vec<&str> = requests.iter().flatten().map(String::as_str).collect();
@@ -356,15 +486,49 @@ fn two_hundred_concurrent_clients_each_get_their_own_answer() {
             })
         })
         .collect();
+    let mut identical = 0;
     for (i, (h, want)) in handles.into_iter().zip(&expected).enumerate() {
         let reply = h.join().expect("client thread");
         assert_eq!(reply.status, 200, "client {i}: {}", reply.text());
-        assert_eq!(&reply.text(), want, "client {i} got someone else's answer");
+        // Texts, labels, entities and offsets are exact; which texts share a batch may change
+        // the last bit of a score, as it does between two `mtl predict` runs on other inputs.
+        let (got, wanted): (Value, Value) = (
+            serde_json::from_slice(&reply.body).expect("JSON"),
+            serde_json::from_str(want).expect("JSON"),
+        );
+        assert!(
+            same(&got, &wanted),
+            "client {i} got {got}, expected {wanted}"
+        );
+        identical += usize::from(reply.text() == *want);
     }
+    eprintln!("{identical} of 200 answers byte for byte as `mtl predict` printed them");
     let metrics = server.get("/metrics").text();
     let batches = metric(&metrics, "mtl_batch_size_count{model=\"quick\"}");
-    assert!(batches < 200.0, "no request was batched with another: {batches} batches");
-    assert_eq!(metric(&metrics, "mtl_texts_total{model=\"quick\"}"), all.len() as f64);
+    assert!(
+        batches < 200.0,
+        "no request was batched with another: {batches} batches"
+    );
+    assert_eq!(
+        metric(&metrics, "mtl_texts_total{model=\"quick\"}"),
+        all.len() as f64
+    );
+}
+
+/// Equal JSON, numbers within 1e-6.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            (x.as_f64().unwrap_or(f64::NAN) - y.as_f64().unwrap_or(f64::NAN)).abs() < 1e-6
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
 }
 
 /// The value of the sample `name` (with its labels) in a Prometheus text page.
@@ -438,11 +602,20 @@ fn metrics_count_what_was_sent() {
     // The readiness polls of `Server::start` are counted too.
     assert!(requests("/ready", 200) >= 1.0);
     let count = |name: &str| metric(&page, name);
-    assert_eq!(count("mtl_request_duration_seconds_count{route=\"/v1/predict\"}"), 8.0);
+    assert_eq!(
+        count("mtl_request_duration_seconds_count{route=\"/v1/predict\"}"),
+        8.0
+    );
     // 1 + 2 + 3 + 4 + 5 texts (the warm-up is not counted).
     assert_eq!(count("mtl_texts_total{model=\"quick\"}"), 15.0);
-    assert_eq!(count("mtl_queue_duration_seconds_count{model=\"quick\"}"), 5.0);
-    assert_eq!(count("mtl_inference_duration_seconds_count{model=\"quick\"}"), 5.0);
+    assert_eq!(
+        count("mtl_queue_duration_seconds_count{model=\"quick\"}"),
+        5.0
+    );
+    assert_eq!(
+        count("mtl_inference_duration_seconds_count{model=\"quick\"}"),
+        5.0
+    );
     assert_eq!(count("mtl_queue_depth{model=\"quick\"}"), 0.0);
     assert_eq!(count("mtl_failed_batches_total{model=\"quick\"}"), 0.0);
 }
@@ -492,22 +665,63 @@ fn sigterm_lets_requests_in_flight_finish() {
     };
     assert!(exit.success(), "exit {exit:?}: {}", server.log());
     let log = server.log();
-    assert!(log.contains("SIGTERM") && log.contains("\"stopped\""), "{log}");
-    assert!(Client::connect(server.addr, Duration::from_secs(2)).is_err(), "still accepting");
+    assert!(
+        log.contains("SIGTERM") && log.contains("\"stopped\""),
+        "{log}"
+    );
+    assert!(
+        Client::connect(server.addr, Duration::from_secs(2)).is_err(),
+        "still accepting"
+    );
 }
 
 #[test]
 fn bad_flags_and_models_are_one_clear_error() {
     let dir = scratch("serve-bad");
-    let o = common::mtl(&["serve", "--model", dir.join("none").to_str().expect("utf8"), "--port", "0"]);
+    let o = common::mtl(&[
+        "serve",
+        "--model",
+        dir.join("none").to_str().expect("utf8"),
+        "--port",
+        "0",
+    ]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("error: model") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("error: model") && err.contains("does not exist"),
+        "{err}"
+    );
     let run = trained_run().display().to_string();
-    let o = common::mtl(&["serve", "--model", &format!("bad name={run}"), "--port", "0"]);
-    assert!(stderr(&o).contains("model name \"bad name\""), "{}", stderr(&o));
+    let o = common::mtl(&[
+        "serve",
+        "--model",
+        &format!("bad name={run}"),
+        "--port",
+        "0",
+    ]);
+    assert!(
+        stderr(&o).contains("model name \"bad name\""),
+        "{}",
+        stderr(&o)
+    );
     let o = common::mtl(&["serve", "--model", &run, "--model", &run, "--port", "0"]);
-    assert!(stderr(&o).contains("two models are named"), "{}", stderr(&o));
-    let o = common::mtl(&["serve", "--model", &run, "--port", "0", "--log-format", "xml"]);
-    assert!(stderr(&o).contains("--log-format \"xml\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("two models are named"),
+        "{}",
+        stderr(&o)
+    );
+    let o = common::mtl(&[
+        "serve",
+        "--model",
+        &run,
+        "--port",
+        "0",
+        "--log-format",
+        "xml",
+    ]);
+    assert!(
+        stderr(&o).contains("--log-format \"xml\""),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -130,7 +130,8 @@ pub(crate) fn run(
             predictor: model.predictor,
             encoder: encoder.clone(),
         };
-        let (name, worker_ready, worker_metrics) = (model.name.clone(), ready.clone(), metrics.clone());
+        let (name, worker_ready, worker_metrics) =
+            (model.name.clone(), ready.clone(), metrics.clone());
         let worker = std::thread::Builder::new()
             .name(format!("batch-{}", model.name))
             .spawn(move || {
@@ -172,10 +173,11 @@ pub(crate) fn run(
         let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_error)?;
         tracing::info!(%addr, models = state.models.len(), "listening");
         let (started_tx, started_rx) = oneshot::channel::<()>();
-        let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = started_tx.send(());
-        });
+        let server =
+            axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = started_tx.send(());
+            });
         let timeout = config.shutdown_timeout;
         let deadline = async move {
             if started_rx.await.is_ok() {
@@ -222,7 +224,11 @@ fn warm_up(name: &str, engine: &Engine) {
             .predict_texts(&engine.encoder, t, &options)
             .map_err(|e| e.to_string())
     }) {
-        Ok(_) => tracing::info!(model = name, ms = started.elapsed().as_millis() as u64, "model ready"),
+        Ok(_) => tracing::info!(
+            model = name,
+            ms = started.elapsed().as_millis() as u64,
+            "model ready"
+        ),
         // The model stays usable; real requests will say what fails.
         Err(error) => tracing::error!(model = name, %error, "warm-up failed"),
     }
@@ -259,7 +265,11 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
     let mut response = next.run(request).await;
     state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     let total = started.elapsed();
-    let timing = response.extensions().get::<Timing>().copied().unwrap_or_default();
+    let timing = response
+        .extensions()
+        .get::<Timing>()
+        .copied()
+        .unwrap_or_default();
     let headers = response.headers_mut();
     headers.insert("x-queue-time", millis(timing.queue));
     headers.insert("x-inference-time", millis(timing.inference));
@@ -337,7 +347,10 @@ async fn metrics(State(state): State<Shared>) -> Response {
             .map(|m| (m.name.as_str(), m.metrics.as_ref())),
     );
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()
@@ -402,7 +415,10 @@ async fn predict_named(
         let names: Vec<&str> = state.models.iter().map(|m| m.name.as_str()).collect();
         return ApiError::new(
             ErrorCode::NotFound,
-            format!("no model named {name:?}: this server has {}", names.join(", ")),
+            format!(
+                "no model named {name:?}: this server has {}",
+                names.join(", ")
+            ),
         )
         .into_response();
     };
@@ -433,7 +449,10 @@ async fn predict(
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
-                format!("the body is larger than {} bytes", state.limits.max_body_bytes),
+                format!(
+                    "the body is larger than {} bytes",
+                    state.limits.max_body_bytes
+                ),
             )
         } else {
             ApiError::new(ErrorCode::BadRequest, rejection.body_text())
@@ -450,7 +469,10 @@ async fn predict(
     let mut prepared = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
         let p = PreparedText::new(&model.encoder, text).map_err(|e| {
-            ApiError::new(ErrorCode::Unprocessable, format!("text {i} cannot be encoded: {e}"))
+            ApiError::new(
+                ErrorCode::Unprocessable,
+                format!("text {i} cannot be encoded: {e}"),
+            )
         })?;
         if !p.has_words() {
             return Err(ApiError::new(
@@ -485,7 +507,10 @@ async fn predict(
         .and_then(|q| q.as_ref().map(|q| q.send(job).is_ok()))
         .unwrap_or(false);
     if !sent {
-        return Err(ApiError::new(ErrorCode::Unavailable, "the server is shutting down"));
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the server is shutting down",
+        ));
     }
     model.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
     let output = answer
@@ -503,9 +528,10 @@ async fn predict(
     }
     body.extend_from_slice(b"]}");
     let mut response = Response::new(Body::from(body));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response.extensions_mut().insert(Timing {
         queue: output.queue_time,
         inference: output.inference_time,
@@ -593,7 +619,10 @@ mod tests {
     #[test]
     fn requests_are_read_and_checked() {
         let (texts, k, d) = check(r#"{"text": "play jazz"}"#).expect("valid");
-        assert_eq!((texts, k, d), (vec!["play jazz".to_string()], 3, TagDecoding::Iob2));
+        assert_eq!(
+            (texts, k, d),
+            (vec!["play jazz".to_string()], 3, TagDecoding::Iob2)
+        );
         let (texts, k, d) =
             check(r#"{"texts": ["a", "b"], "top_k": 1, "decoding": "argmax"}"#).expect("valid");
         assert_eq!((texts.len(), k, d), (2, 1, TagDecoding::Argmax));
@@ -603,10 +632,19 @@ mod tests {
         assert_eq!(code(r#"{"texts": [1]}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"texts": []}"#), ErrorCode::Unprocessable);
         assert_eq!(code(r#"{}"#), ErrorCode::Unprocessable);
-        assert_eq!(code(r#"{"text": "a", "texts": ["b"]}"#), ErrorCode::Unprocessable);
-        assert_eq!(code(r#"{"text": "a", "top_k": 0}"#), ErrorCode::Unprocessable);
+        assert_eq!(
+            code(r#"{"text": "a", "texts": ["b"]}"#),
+            ErrorCode::Unprocessable
+        );
+        assert_eq!(
+            code(r#"{"text": "a", "top_k": 0}"#),
+            ErrorCode::Unprocessable
+        );
         assert_eq!(code(r#"{"text": "a", "top_k": -1}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"text": "a", "decoding": "crf"}"#), ErrorCode::Unprocessable);
+        assert_eq!(
+            code(r#"{"text": "a", "decoding": "crf"}"#),
+            ErrorCode::Unprocessable
+        );
         let many = format!("{{\"texts\": [{}]}}", vec!["\"a\""; 65].join(","));
         assert_eq!(code(&many), ErrorCode::PayloadTooLarge);
     }

@@ -60,7 +60,8 @@ impl Client {
 
     /// Sends `Authorization: Bearer key` with every request.
     pub fn with_bearer(mut self, key: &str) -> Self {
-        self.headers.push_str(&format!("Authorization: Bearer {key}\r\n"));
+        self.headers
+            .push_str(&format!("Authorization: Bearer {key}\r\n"));
         self
     }
 

@@ -114,10 +114,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ErrorCode::Unauthorized => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }
@@ -148,7 +145,10 @@ mod tests {
         assert_eq!(names.len(), all.len());
         for code in all {
             let status = code.status().0;
-            assert!(status.is_client_error() || status.is_server_error(), "{code:?}");
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{code:?}"
+            );
         }
         assert_eq!(
             ErrorCode::Internal.status().0,

@@ -68,7 +68,10 @@ impl Histogram {
                 .bounds
                 .get(i)
                 .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
         }
         let braces = if labels.is_empty() {
             String::new()
@@ -142,7 +145,10 @@ impl Metrics {
     }
 
     /// The text exposition format, with the models' worker metrics.
-    pub fn render<'a>(&self, models: impl IntoIterator<Item = (&'a str, &'a ModelMetrics)>) -> String {
+    pub fn render<'a>(
+        &self,
+        models: impl IntoIterator<Item = (&'a str, &'a ModelMetrics)>,
+    ) -> String {
         let mut out = String::new();
         out.push_str(
             "# HELP mtl_requests_total HTTP requests answered, by route and status.\n\
@@ -184,12 +190,9 @@ impl Metrics {
                 "Prediction requests waiting for the model's batching worker.",
                 |m| m.queue_depth.load(Ordering::Relaxed),
             ),
-            (
-                "mtl_texts_total",
-                "counter",
-                "Texts predicted.",
-                |m| m.texts.load(Ordering::Relaxed) as i64,
-            ),
+            ("mtl_texts_total", "counter", "Texts predicted.", |m| {
+                m.texts.load(Ordering::Relaxed) as i64
+            }),
             (
                 "mtl_cancelled_requests_total",
                 "counter",
@@ -220,11 +223,9 @@ impl Metrics {
                 "Inference time of the batch a prediction request was in.",
                 |m| &m.inference,
             ),
-            (
-                "mtl_batch_size",
-                "Texts per inference batch.",
-                |m| &m.batch_size,
-            ),
+            ("mtl_batch_size", "Texts per inference batch.", |m| {
+                &m.batch_size
+            }),
         ];
         for (name, help, histogram) in histograms {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
@@ -276,7 +277,10 @@ mod tests {
         assert!(out.contains("mtl_requests_total{route=\"/v1/predict\",status=\"200\"} 2\n"));
         assert!(out.contains("mtl_requests_total{route=\"/v1/predict\",status=\"422\"} 1\n"));
         assert!(out.contains("mtl_request_duration_seconds_count{route=\"/v1/predict\"} 3\n"));
-        assert!(out.contains("mtl_batch_size_bucket{model=\"snips\\\"x\",le=\"4\"} 1\n"), "{out}");
+        assert!(
+            out.contains("mtl_batch_size_bucket{model=\"snips\\\"x\",le=\"4\"} 1\n"),
+            "{out}"
+        );
         assert!(out.contains("mtl_queue_depth{model=\"snips\\\"x\"} 0\n"));
     }
 }

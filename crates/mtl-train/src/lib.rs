@@ -30,8 +30,8 @@ pub mod trainer;
 pub use decode::TagDecoding;
 pub use error::{Error, Result};
 pub use eval::{
-    EvalReport, Forward, InferenceEngine, PredictOptions, Prediction, TaskLosses, embed,
-    evaluate, evaluate_with, predict, predict_with,
+    EvalReport, Forward, InferenceEngine, PredictOptions, Prediction, TaskLosses, embed, evaluate,
+    evaluate_with, predict, predict_with,
 };
 pub use parallel::DataParallel;
 pub use sampler::SamplingStrategy;

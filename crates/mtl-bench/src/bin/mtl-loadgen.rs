@@ -46,8 +46,14 @@ fn parse() -> Result<Args> {
             "--addr" => addr = Some(value()?.parse::<SocketAddr>()?),
             "--texts" => {
                 let path = value()?;
-                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-                texts = Some(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect::<Vec<_>>());
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {path}"))?;
+                texts = Some(
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(str::to_string)
+                        .collect::<Vec<_>>(),
+                );
             }
             "--clients" => {
                 clients = value()?
@@ -102,7 +108,13 @@ impl Tally {
 
 /// One request: its latency is counted on 200, as refused on 429, as an error otherwise. A
 /// broken connection is replaced.
-fn send(client: &mut Option<Client>, addr: SocketAddr, body: &[u8], tally: &mut Tally, since: Instant) {
+fn send(
+    client: &mut Option<Client>,
+    addr: SocketAddr,
+    body: &[u8],
+    tally: &mut Tally,
+    since: Instant,
+) {
     if client.is_none() {
         *client = Client::connect(addr, REQUEST_TIMEOUT).ok();
     }
@@ -133,7 +145,8 @@ fn closed(args: &Args, clients: usize) -> (Tally, f64) {
     let end = started + Duration::from_secs_f64(args.seconds);
     let handles: Vec<_> = (0..clients)
         .map(|_| {
-            let (next, texts, addr, max) = (next.clone(), texts.clone(), args.addr, args.max_requests);
+            let (next, texts, addr, max) =
+                (next.clone(), texts.clone(), args.addr, args.max_requests);
             thread::spawn(move || {
                 let mut tally = Tally::default();
                 let mut client = None;
@@ -143,7 +156,13 @@ fn closed(args: &Args, clients: usize) -> (Tally, f64) {
                         break;
                     }
                     let t0 = Instant::now();
-                    send(&mut client, addr, &body(&texts[i % texts.len()]), &mut tally, t0);
+                    send(
+                        &mut client,
+                        addr,
+                        &body(&texts[i % texts.len()]),
+                        &mut tally,
+                        t0,
+                    );
                 }
                 tally
             })
@@ -180,7 +199,13 @@ fn open(args: &Args, rate: f64) -> (Tally, f64) {
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         thread::sleep(wait);
                     }
-                    send(&mut client, addr, &body(&texts[i % texts.len()]), &mut tally, due);
+                    send(
+                        &mut client,
+                        addr,
+                        &body(&texts[i % texts.len()]),
+                        &mut tally,
+                        due,
+                    );
                 }
                 tally
             })
@@ -252,7 +277,13 @@ fn main() -> Result<()> {
     }
     for &clients in &args.clients {
         let (tally, seconds) = closed(&args, clients);
-        report(&args.label, "closed", json!({ "clients": clients }), tally, seconds);
+        report(
+            &args.label,
+            "closed",
+            json!({ "clients": clients }),
+            tally,
+            seconds,
+        );
     }
     Ok(())
 }
