@@ -1,5 +1,6 @@
 //! `mtl serve`: loads the models, sets up logging and hands them to `mtl-serve`.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +55,7 @@ fn init_logging(format: &str, level: &str) -> Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match format {
         "json" => builder.json().flatten_event(true).init(),

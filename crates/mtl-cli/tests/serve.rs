@@ -75,9 +75,18 @@ impl Server {
         };
         assert!(addr.ip().is_loopback(), "{addr}");
         let server = Self { child, addr, logs };
+        let key = envs
+            .iter()
+            .find(|(k, _)| *k == "MTL_API_KEY")
+            .map(|(_, v)| *v);
         let started = Instant::now();
         loop {
-            if server.get("/ready").status == 200 {
+            let client = server.client();
+            let mut client = match key {
+                Some(key) => client.with_bearer(key),
+                None => client,
+            };
+            if client.get("/ready").expect("answer").status == 200 {
                 break;
             }
             assert!(started.elapsed() < TIMEOUT, "not ready in {TIMEOUT:?}");
@@ -432,7 +441,7 @@ fn an_api_key_guards_every_route_but_health_and_the_page() {
         for client in [
             server.client(),
             server.client().with_bearer("s3cret"),
-            server.client().with_bearer("s3cret key "),
+            server.client().with_bearer("S3cret key"),
         ] {
             let reply = { client }.request(method, path, body).expect("answer");
             assert_eq!(reply.status, 401, "{method} {path}");

@@ -276,10 +276,11 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
     headers.insert("x-total-time", millis(total));
     let status = response.status().as_u16();
     state.metrics.record(&route, status, total);
-    if status >= 500 {
-        tracing::warn!(%method, route, status, ms = total.as_secs_f64() * 1e3, "request failed");
+    let ms = (total.as_secs_f64() * 1e6).round() / 1e3;
+    if status == 500 {
+        tracing::warn!(%method, route, status, ms, "request failed");
     } else {
-        tracing::debug!(%method, route, status, ms = total.as_secs_f64() * 1e3, "request");
+        tracing::debug!(%method, route, status, ms, "request");
     }
     response
 }
