@@ -220,7 +220,8 @@ fn load_name(v: &Value) -> String {
     }
 }
 
-fn phase<'a>(lines: &'a [Value], clients: u64) -> Option<&'a Value> {
+/// The closed-loop line with `clients` clients.
+fn phase(lines: &[Value], clients: u64) -> Option<&Value> {
     lines
         .iter()
         .find(|v| v["load"]["clients"].as_u64() == Some(clients))
@@ -408,9 +409,11 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
     Some(unescape(&tag[start..start + len]))
 }
 
-/// The entities the page highlighted, `(text, label, start, end)` in page order, and the
-/// intents it shows.
-fn read_page(dom: &str) -> (Vec<(String, String, u64, u64)>, Vec<String>) {
+/// An entity as the page and the API show it: text, label, start, end.
+type Shown = (String, String, u64, u64);
+
+/// The entities the page highlighted, in page order, and the intents it shows.
+fn read_page(dom: &str) -> (Vec<Shown>, Vec<String>) {
     let mut entities = Vec::new();
     for part in dom.split("<mark ").skip(1) {
         let Some(end_of_tag) = part.find('>') else {

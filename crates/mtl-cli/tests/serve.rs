@@ -161,7 +161,7 @@ fn sentences() -> Vec<String> {
 
 /// A text longer than the tiny model's 32 tokens.
 fn long_text() -> String {
-    vec!["play the next song by queen on the kitchen speaker"; 6].join(" ")
+    ["play the next song by queen on the kitchen speaker"; 6].join(" ")
 }
 
 fn error_code(reply: &Reply) -> String {

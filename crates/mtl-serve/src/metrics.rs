@@ -89,6 +89,9 @@ impl Histogram {
 pub struct ModelMetrics {
     /// Requests waiting for the worker.
     pub queue_depth: AtomicI64,
+    /// Requests admitted and being read or encoded, not yet queued (the worker waits for
+    /// company only while some are).
+    pub arriving: AtomicI64,
     /// Time from a request's arrival at the queue to its batch's start.
     pub queue: Histogram,
     /// Inference time of the batch a request was in.
@@ -107,6 +110,7 @@ impl Default for ModelMetrics {
     fn default() -> Self {
         Self {
             queue_depth: AtomicI64::new(0),
+            arriving: AtomicI64::new(0),
             queue: Histogram::latency(),
             inference: Histogram::latency(),
             batch_size: Histogram::new(&BATCH_BOUNDS),
@@ -116,6 +120,11 @@ impl Default for ModelMetrics {
         }
     }
 }
+
+/// Reads one of a model's gauges or counters.
+type ModelValue = fn(&ModelMetrics) -> i64;
+/// Picks one of a model's histograms.
+type ModelHistogram = fn(&ModelMetrics) -> &Histogram;
 
 /// Every metric of the server.
 #[derive(Debug, Default)]
@@ -183,7 +192,7 @@ impl Metrics {
             self.in_flight.load(Ordering::Relaxed)
         );
         let models: Vec<(&str, &ModelMetrics)> = models.into_iter().collect();
-        let gauges: [(&str, &str, &str, fn(&ModelMetrics) -> i64); 4] = [
+        let gauges: [(&str, &str, &str, ModelValue); 4] = [
             (
                 "mtl_queue_depth",
                 "gauge",
@@ -212,7 +221,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(model), value(m));
             }
         }
-        let histograms: [(&str, &str, fn(&ModelMetrics) -> &Histogram); 3] = [
+        let histograms: [(&str, &str, ModelHistogram); 3] = [
             (
                 "mtl_queue_duration_seconds",
                 "Time a prediction request waited for its batch.",

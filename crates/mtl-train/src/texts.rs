@@ -131,21 +131,21 @@ pub enum Predictor {
     /// The Burn model (in evaluation mode) on `device`.
     Burn {
         /// The model.
-        model: MultitaskTransformer,
+        model: Box<MultitaskTransformer>,
         /// Its device.
         device: Device,
     },
     /// The packed CPU path.
-    Packed(PackedModel),
+    Packed(Box<PackedModel>),
 }
 
 impl Predictor {
     /// Prepares `model` (in evaluation mode, on `device`) for `engine`.
     pub fn new(model: MultitaskTransformer, engine: InferenceEngine, device: &Device) -> Self {
         match engine {
-            InferenceEngine::Packed => Self::Packed(PackedModel::from_model(&model)),
+            InferenceEngine::Packed => Self::Packed(Box::new(PackedModel::from_model(&model))),
             InferenceEngine::Burn => Self::Burn {
-                model,
+                model: Box::new(model),
                 device: device.clone(),
             },
         }
@@ -162,7 +162,10 @@ impl Predictor {
     /// The forward passes, borrowed for [`predict_with`].
     pub fn forward(&self) -> Forward<'_> {
         match self {
-            Self::Burn { model, device } => Forward::Burn { model, device },
+            Self::Burn { model, device } => Forward::Burn {
+                model: model.as_ref(),
+                device,
+            },
             Self::Packed(packed) => Forward::Packed(packed),
         }
     }
