@@ -446,8 +446,6 @@ async fn predict(
             ),
         ));
     };
-    // Counted as on its way to the queue until it is sent (or refused).
-    let arriving = Arriving::new(&model.metrics.arriving);
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -503,7 +501,6 @@ async fn predict(
         enqueued: Instant::now(),
         reply,
     };
-    drop(arriving);
     let sent = model
         .queue
         .lock()
@@ -541,22 +538,6 @@ async fn predict(
         inference: output.inference_time,
     });
     Ok(response)
-}
-
-/// Counts a request in a gauge while it lives.
-struct Arriving<'a>(&'a std::sync::atomic::AtomicI64);
-
-impl<'a> Arriving<'a> {
-    fn new(gauge: &'a std::sync::atomic::AtomicI64) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self(gauge)
-    }
-}
-
-impl Drop for Arriving<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 fn parse_request(body: &[u8]) -> std::result::Result<PredictRequest, ApiError> {

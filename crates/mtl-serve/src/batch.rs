@@ -4,8 +4,7 @@
 //! A batch starts with the oldest waiting request and takes the next ones while the batch
 //! stays within `max_batch_tokens` and `max_batch_size` texts, waiting for more until
 //! `max_wait` after the first one arrived (a request that already waited that long, behind
-//! the previous batch, does not wait again), and only while other requests are on their way
-//! (admitted by a handler, not yet queued): a lone client does not pay `max_wait`. A request whose client has gone (its receiver
+//! the previous batch, does not wait again). A request whose client has gone (its receiver
 //! dropped) is skipped before inference. Inference runs on this thread (the packed engine uses
 //! Rayon's pool), never on the async runtime; if it fails or panics, that batch's requests get
 //! the error and the worker goes on.
@@ -115,9 +114,7 @@ fn gather(
             }
         }
         let now = Instant::now();
-        // Company can only come from requests already on their way.
-        let arriving = metrics.arriving.load(Ordering::Relaxed) > 0;
-        next = if now >= deadline || !arriving {
+        next = if now >= deadline {
             queue.try_recv().ok()
         } else {
             queue.recv_timeout(deadline - now).ok()
@@ -320,9 +317,7 @@ mod tests {
         assert_eq!(batch.len(), 1);
         assert_eq!(held.expect("b held").texts[0].text(), "play rock now");
 
-        // While another request is on its way, a request waits for company until max_wait,
-        // then goes; with none on its way, it goes at once.
-        metrics.arriving.fetch_add(1, Ordering::Relaxed);
+        // Alone, a request waits for company until max_wait, then goes.
         let (c, _rc) = job(&engine, &["play jazz"], 1);
         let started = Instant::now();
         let (batch, held) = gather(c, &rx, &limits(10_000, 100, 30), &metrics);
@@ -331,16 +326,6 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(25), "{waited:?}");
         assert!(waited < Duration::from_millis(1000), "{waited:?}");
-        metrics.arriving.fetch_sub(1, Ordering::Relaxed);
-        let (d, _rd) = job(&engine, &["play jazz"], 1);
-        let started = Instant::now();
-        let (batch, _) = gather(d, &rx, &limits(10_000, 100, 500), &metrics);
-        assert_eq!(batch.len(), 1);
-        assert!(
-            started.elapsed() < Duration::from_millis(250),
-            "{:?}",
-            started.elapsed()
-        );
     }
 
     #[test]

@@ -89,9 +89,6 @@ impl Histogram {
 pub struct ModelMetrics {
     /// Requests waiting for the worker.
     pub queue_depth: AtomicI64,
-    /// Requests admitted and being read or encoded, not yet queued (the worker waits for
-    /// company only while some are).
-    pub arriving: AtomicI64,
     /// Time from a request's arrival at the queue to its batch's start.
     pub queue: Histogram,
     /// Inference time of the batch a request was in.
@@ -110,7 +107,6 @@ impl Default for ModelMetrics {
     fn default() -> Self {
         Self {
             queue_depth: AtomicI64::new(0),
-            arriving: AtomicI64::new(0),
             queue: Histogram::latency(),
             inference: Histogram::latency(),
             batch_size: Histogram::new(&BATCH_BOUNDS),
