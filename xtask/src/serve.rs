@@ -214,6 +214,7 @@ fn num(v: &Value, key: &str) -> f64 {
 
 fn load_name(v: &Value) -> String {
     match (v["load"]["clients"].as_u64(), v["load"]["rate"].as_f64()) {
+        (Some(1), _) => "1 client".to_string(),
         (Some(c), _) => format!("{c} clients"),
         (_, Some(r)) => format!("open {r:.0} req/s"),
         _ => "?".to_string(),
