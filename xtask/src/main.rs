@@ -112,6 +112,18 @@ Everything builds with `--release`, so tests, binaries and benches share one bui
 
 /// The quickstart run directory that `train`, `predict` and `eval` default to.
 const QUICKSTART_RUN: &str = "runs/quickstart";
+/// `mtl train`'s arguments for the quickstart model (replacing a previous quickstart run).
+const QUICKSTART_TRAIN: [&str; 9] = [
+    "--data",
+    "data/quickstart",
+    "--format",
+    "jointbert",
+    "--config",
+    "configs/quickstart.toml",
+    "--out",
+    QUICKSTART_RUN,
+    "--overwrite",
+];
 
 fn main() -> ExitCode {
     match run() {
@@ -258,6 +270,29 @@ fn parse(args: &[String], accepts: &Accepts) -> Result<Options> {
         }
     }
     Ok(opts)
+}
+
+/// Walks the `--flag [value]` arguments of `cargo xtask <command>`: `on(flag, value)` handles
+/// one flag (calling `value()` for its value) and returns `false` for a flag it does not know.
+fn each_flag(
+    command: &str,
+    args: &[String],
+    mut on: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
+) -> Result<()> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = || {
+            iter.next()
+                .cloned()
+                .with_context(|| format!("`{arg}` needs a value"))
+        };
+        if !on(arg, &mut value)? {
+            bail!(
+                "unexpected argument `{arg}` for `cargo xtask {command}` (see `cargo xtask help`)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Whether `args` already contain the long flag `flag` (as `--flag value` or `--flag=value`).
@@ -411,17 +446,7 @@ fn train(args: &[String]) -> Result<()> {
             "Training the embedded quickstart sample (data/quickstart, configs/quickstart.toml) \
              into {QUICKSTART_RUN}/, replacing a previous quickstart run."
         );
-        cmd = cmd.args([
-            "--data",
-            "data/quickstart",
-            "--format",
-            "jointbert",
-            "--config",
-            "configs/quickstart.toml",
-            "--out",
-            QUICKSTART_RUN,
-            "--overwrite",
-        ]);
+        cmd = cmd.args(QUICKSTART_TRAIN);
         if let Some(device) = feature_device(&opts.features) {
             cmd = cmd.args(["--device", device]);
         }
@@ -497,14 +522,8 @@ fn bench(args: &[String]) -> Result<()> {
     let mut freeze_embeddings = false;
     let mut devices: Option<String> = None;
     let mut dry_run = false;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = || {
-            iter.next()
-                .cloned()
-                .with_context(|| format!("`{arg}` needs a value"))
-        };
-        match arg.as_str() {
+    each_flag("bench", args, |flag, value| {
+        match flag {
             "--device" => device = value()?,
             "--threads" => threads = value()?,
             "--config" => config = Some(value()?),
@@ -516,11 +535,10 @@ fn bench(args: &[String]) -> Result<()> {
             "--freeze-embeddings" => freeze_embeddings = true,
             "--devices" => devices = Some(value()?),
             "--dry-run" => dry_run = true,
-            other => bail!(
-                "unexpected argument `{other}` for `cargo xtask bench` (see `cargo xtask help`)"
-            ),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if pretrained.is_some() && config.is_some() {
         bail!("`--config` and `--pretrained` name different workloads: give one");
     }

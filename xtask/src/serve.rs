@@ -237,14 +237,8 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
         SNIPS_TEST.to_string(),
     );
     let (mut features, mut dry_run) = (Vec::new(), false);
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = || {
-            iter.next()
-                .cloned()
-                .with_context(|| format!("`{arg}` needs a value"))
-        };
-        match arg.as_str() {
+    crate::each_flag("loadtest", args, |flag, value| {
+        match flag {
             "--model" => model = value()?,
             "--vs-python" => python = Some(value()?),
             "--seconds" => seconds = value()?,
@@ -252,11 +246,10 @@ pub fn loadtest(root: &Path, args: &[String]) -> Result<()> {
             "--texts" => texts = value()?,
             "--features" | "-F" => features.push(value()?),
             "--dry-run" => dry_run = true,
-            other => bail!(
-                "unexpected argument `{other}` for `cargo xtask loadtest` (see `cargo xtask help`)"
-            ),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if !Path::new(&model).exists() {
         bail!(
             "no model at {model}: train the SNIPS recipe first (mtl train --config configs/snips.toml \
@@ -492,24 +485,17 @@ pub fn browser_check(root: &Path, args: &[String]) -> Result<()> {
     let (mut model, mut screenshot, mut chromium) =
         (QUICKSTART_RUN.to_string(), SCREENSHOT.to_string(), None);
     let (mut features, mut dry_run) = (Vec::new(), false);
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = || {
-            iter.next()
-                .cloned()
-                .with_context(|| format!("`{arg}` needs a value"))
-        };
-        match arg.as_str() {
+    crate::each_flag("browser-check", args, |flag, value| {
+        match flag {
             "--model" => model = value()?,
             "--screenshot" => screenshot = value()?,
             "--chromium" => chromium = Some(value()?),
             "--features" | "-F" => features.push(value()?),
             "--dry-run" => dry_run = true,
-            other => bail!(
-                "unexpected argument `{other}` for `cargo xtask browser-check` (see `cargo xtask help`)"
-            ),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     let chromium = chromium.or_else(find_chromium).context(
         "no Chromium on PATH: `apt-get install chromium` (Debian), or give --chromium BIN",
     )?;
@@ -521,19 +507,9 @@ pub fn browser_check(root: &Path, args: &[String]) -> Result<()> {
         eprintln!("Training the quickstart model into {QUICKSTART_RUN}/ for the page.");
         let status = bins
             .command("mtl")
-            .args([
-                "train",
-                "--data",
-                "data/quickstart",
-                "--format",
-                "jointbert",
-                "--config",
-                "configs/quickstart.toml",
-                "--out",
-                QUICKSTART_RUN,
-                "--overwrite",
-                "--plain",
-            ])
+            .arg("train")
+            .args(crate::QUICKSTART_TRAIN)
+            .arg("--plain")
             .stdout(Stdio::null())
             .status()?;
         if !status.success() {

@@ -61,24 +61,32 @@ fn texts() -> std::path::PathBuf {
     path
 }
 
+/// Runs the load generator on the texts with `args`.
+fn loadgen(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mtl-loadgen"))
+        .arg("--texts")
+        .arg(texts())
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
 #[test]
 fn counts_answers_refusals_and_respects_its_bounds() {
     let (addr, seen) = stub();
-    let out = Command::new(env!("CARGO_BIN_EXE_mtl-loadgen"))
-        .args(["--addr", &addr.to_string(), "--texts"])
-        .arg(texts())
-        .args([
-            "--clients",
-            "2",
-            "--seconds",
-            "5",
-            "--max-requests",
-            "90",
-            "--label",
-            "stub",
-        ])
-        .output()
-        .expect("runs");
+    let addr = addr.to_string();
+    let out = loadgen(&[
+        "--addr",
+        &addr,
+        "--clients",
+        "2",
+        "--seconds",
+        "5",
+        "--max-requests",
+        "90",
+        "--label",
+        "stub",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -103,12 +111,8 @@ fn counts_answers_refusals_and_respects_its_bounds() {
 #[test]
 fn an_open_loop_sends_at_its_rate() {
     let (addr, seen) = stub();
-    let out = Command::new(env!("CARGO_BIN_EXE_mtl-loadgen"))
-        .args(["--addr", &addr.to_string(), "--texts"])
-        .arg(texts())
-        .args(["--rate", "40", "--seconds", "1"])
-        .output()
-        .expect("runs");
+    let addr = addr.to_string();
+    let out = loadgen(&["--addr", &addr, "--rate", "40", "--seconds", "1"]);
     assert!(
         out.status.success(),
         "{}",
@@ -128,12 +132,7 @@ fn an_open_loop_sends_at_its_rate() {
 
 #[test]
 fn refuses_addresses_beyond_loopback() {
-    let out = Command::new(env!("CARGO_BIN_EXE_mtl-loadgen"))
-        .args(["--addr", "192.0.2.1:80", "--texts"])
-        .arg(texts())
-        .args(["--clients", "1"])
-        .output()
-        .expect("runs");
+    let out = loadgen(&["--addr", "192.0.2.1:80", "--clients", "1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only targets loopback"));
 }

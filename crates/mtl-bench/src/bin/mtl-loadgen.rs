@@ -137,75 +137,31 @@ fn body(text: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
 }
 
-/// `clients` clients in a closed loop for `seconds` (or `max_requests` requests in all).
-fn closed(args: &Args, clients: usize) -> (Tally, f64) {
+/// Runs `threads` senders, each on its own connection, until `schedule` gives no time for the
+/// next request (request `i` is counted from the instant `schedule(i)` returns), and merges
+/// what they saw.
+fn run_senders(
+    args: &Args,
+    threads: usize,
+    schedule: impl Fn(usize) -> Option<Instant> + Send + Sync + 'static,
+) -> Tally {
     let next = Arc::new(AtomicUsize::new(0));
     let texts = Arc::new(args.texts.clone());
-    let started = Instant::now();
-    let end = started + Duration::from_secs_f64(args.seconds);
-    let handles: Vec<_> = (0..clients)
+    let schedule = Arc::new(schedule);
+    let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (next, texts, addr, max) =
-                (next.clone(), texts.clone(), args.addr, args.max_requests);
-            thread::spawn(move || {
-                let mut tally = Tally::default();
-                let mut client = None;
-                while Instant::now() < end {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= max {
-                        break;
-                    }
-                    let t0 = Instant::now();
-                    send(
-                        &mut client,
-                        addr,
-                        &body(&texts[i % texts.len()]),
-                        &mut tally,
-                        t0,
-                    );
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut tally = Tally::default();
-    for h in handles {
-        if let Ok(t) = h.join() {
-            tally.merge(t);
-        }
-    }
-    (tally, started.elapsed().as_secs_f64())
-}
-
-/// `rate` requests a second on schedule for `seconds`, from a pool of sender threads.
-fn open(args: &Args, rate: f64) -> (Tally, f64) {
-    let total = ((rate * args.seconds) as usize).min(args.max_requests);
-    let senders = ((rate * 0.25) as usize).clamp(8, 256);
-    let next = Arc::new(AtomicUsize::new(0));
-    let texts = Arc::new(args.texts.clone());
-    let started = Instant::now();
-    let handles: Vec<_> = (0..senders)
-        .map(|_| {
-            let (next, texts, addr) = (next.clone(), texts.clone(), args.addr);
+            let (next, texts, schedule, addr) =
+                (next.clone(), texts.clone(), schedule.clone(), args.addr);
             thread::spawn(move || {
                 let mut tally = Tally::default();
                 let mut client = None;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
+                    let Some(since) = schedule(i) else {
                         break;
-                    }
-                    let due = started + Duration::from_secs_f64(i as f64 / rate);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        thread::sleep(wait);
-                    }
-                    send(
-                        &mut client,
-                        addr,
-                        &body(&texts[i % texts.len()]),
-                        &mut tally,
-                        due,
-                    );
+                    };
+                    let body = body(&texts[i % texts.len()]);
+                    send(&mut client, addr, &body, &mut tally, since);
                 }
                 tally
             })
@@ -217,6 +173,36 @@ fn open(args: &Args, rate: f64) -> (Tally, f64) {
             tally.merge(t);
         }
     }
+    tally
+}
+
+/// `clients` clients in a closed loop for `seconds` (or `max_requests` requests in all).
+fn closed(args: &Args, clients: usize) -> (Tally, f64) {
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(args.seconds);
+    let max = args.max_requests;
+    let tally = run_senders(args, clients, move |i| {
+        let now = Instant::now();
+        (i < max && now < end).then_some(now)
+    });
+    (tally, started.elapsed().as_secs_f64())
+}
+
+/// `rate` requests a second on schedule for `seconds`, from a pool of sender threads; each
+/// latency counts from the request's scheduled time.
+fn open(args: &Args, rate: f64) -> (Tally, f64) {
+    let total = ((rate * args.seconds) as usize).min(args.max_requests);
+    let senders = ((rate * 0.25) as usize).clamp(8, 256);
+    let started = Instant::now();
+    let tally = run_senders(args, senders, move |i| {
+        (i < total).then(|| {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+            due
+        })
+    });
     (tally, started.elapsed().as_secs_f64())
 }
 
