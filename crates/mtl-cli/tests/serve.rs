@@ -737,3 +737,51 @@ fn bad_flags_and_models_are_one_clear_error() {
         stderr(&o)
     );
 }
+
+#[test]
+fn the_burn_engine_answers_as_predict_does() {
+    let server = Server::start(&["--engine", "burn"], &[]);
+    let texts = [
+        "wake me up at 6 30 am on monday",
+        "play some jazz in the kitchen",
+    ];
+    let lines = predict_lines(&texts, &["--engine", "burn"]);
+    let reply = server.post("/v1/predict", &texts_body(&texts));
+    assert_eq!(reply.text(), expected_body(&lines));
+    let models: Value = serde_json::from_slice(&server.get("/v1/models").body).expect("JSON");
+    assert_eq!(models["models"][0]["engine"], "burn");
+}
+
+#[test]
+fn the_work_of_a_client_that_left_is_dropped() {
+    // Requests wait 600 ms for company: the first client is gone before its batch runs.
+    let server = Server::start(&["--max-wait-ms", "600"], &[]);
+    {
+        let mut gone = std::net::TcpStream::connect(server.addr).expect("connects");
+        let body = texts_body(&["play jazz"]);
+        write!(
+            gone,
+            "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .expect("head");
+        gone.write_all(&body).expect("body");
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(100));
+    let reply = server.post(
+        "/v1/predict",
+        &texts_body(&["wake me up at 7 am", "play pop"]),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let page = server.get("/metrics").text();
+    assert_eq!(
+        metric(&page, "mtl_cancelled_requests_total{model=\"quick\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&page, "mtl_texts_total{model=\"quick\"}"),
+        2.0,
+        "only the live client's texts"
+    );
+}

@@ -133,6 +133,11 @@ fn run_batch(engine: &Engine, batch: Vec<Job>, metrics: &ModelMetrics) {
     // Requests of a batch rarely differ in decoding; each decoding is one pass.
     let mut groups: Vec<(TagDecoding, Vec<Job>)> = Vec::new();
     for job in batch {
+        // A client may have left while the batch waited for company.
+        if job.reply.is_closed() {
+            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         match groups.iter_mut().find(|(d, _)| *d == job.decoding) {
             Some((_, jobs)) => jobs.push(job),
             None => groups.push((job.decoding, vec![job])),
