@@ -785,3 +785,49 @@ fn the_work_of_a_client_that_left_is_dropped() {
         "only the live client's texts"
     );
 }
+
+#[test]
+fn the_shutdown_timeout_bounds_the_wait_for_requests_in_flight() {
+    // A request that would wait 10 s for company; the shutdown gives it 1 s.
+    let mut server = Server::start(&["--max-wait-ms", "10000", "--shutdown-timeout", "1"], &[]);
+    let addr = server.addr;
+    let client = thread::spawn(move || {
+        let mut client = Client::connect(addr, TIMEOUT).expect("connects");
+        client.post_json("/v1/predict", &texts_body(&["play jazz"]))
+    });
+    thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let signalled = Instant::now();
+    let exit = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(8),
+            "still running"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let took = signalled.elapsed();
+    assert!(took >= Duration::from_millis(900), "left after {took:?}");
+    assert!(!exit.success(), "a request was abandoned: exit {exit:?}");
+    assert!(
+        client.join().expect("client").is_err(),
+        "the abandoned client got no answer"
+    );
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        server
+            .log()
+            .contains("still running when the shutdown timeout ran out"),
+        "{}",
+        server.log()
+    );
+}

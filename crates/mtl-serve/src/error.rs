@@ -39,7 +39,7 @@ pub enum Error {
     #[error("no model to serve")]
     NoModel,
     /// Requests were still running when the shutdown timeout ran out.
-    #[error("{0} requests were still running when the shutdown timeout ran out")]
+    #[error("the shutdown timeout ran out with requests in flight ({0})")]
     ShutdownTimeout(usize),
 }
 
