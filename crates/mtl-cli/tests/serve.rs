@@ -818,15 +818,15 @@ fn the_shutdown_timeout_bounds_the_wait_for_requests_in_flight() {
     let took = signalled.elapsed();
     assert!(took >= Duration::from_millis(900), "left after {took:?}");
     assert!(!exit.success(), "a request was abandoned: exit {exit:?}");
-    assert!(
-        client.join().expect("client").is_err(),
-        "the abandoned client got no answer"
-    );
+    // The abandoned request gets no answer, or (a race with the exit) its real one.
+    if let Ok(reply) = client.join().expect("client") {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
     thread::sleep(Duration::from_millis(100));
     assert!(
         server
             .log()
-            .contains("still running when the shutdown timeout ran out"),
+            .contains("the shutdown timeout ran out with requests in flight (1)"),
         "{}",
         server.log()
     );
