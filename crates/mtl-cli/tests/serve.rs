@@ -549,8 +549,8 @@ fn metric(page: &str, name: &str) -> f64 {
 
 #[test]
 fn overload_is_answered_429_and_the_server_recovers() {
-    // Requests wait up to 300 ms for company, so 32 sent at once overlap; 4 may be in flight.
-    let server = Server::start(&["--max-concurrent", "4", "--max-wait-ms", "300"], &[]);
+    // Requests wait up to 2 s for company, so 32 sent at once overlap; 4 may be in flight.
+    let server = Server::start(&["--max-concurrent", "4", "--max-wait-ms", "2000"], &[]);
     let barrier = Arc::new(Barrier::new(32));
     let handles: Vec<_> = (0..32)
         .map(|_| {
@@ -631,9 +631,9 @@ fn metrics_count_what_was_sent() {
 
 #[test]
 fn sigterm_lets_requests_in_flight_finish() {
-    // The first request of a batch waits 1.5 s for company: the requests are in flight when
+    // The first request of a batch waits 3 s for company: the requests are in flight when
     // the signal comes.
-    let mut server = Server::start(&["--max-wait-ms", "1500", "--shutdown-timeout", "20"], &[]);
+    let mut server = Server::start(&["--max-wait-ms", "3000", "--shutdown-timeout", "20"], &[]);
     let pool = sentences();
     let texts: Vec<String> = pool[..6].to_vec();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -651,7 +651,7 @@ fn sigterm_lets_requests_in_flight_finish() {
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(400));
+    thread::sleep(Duration::from_millis(800));
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
