@@ -266,23 +266,16 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut dir = None;
     let mut python = "python3".to_string();
     let mut dry_run = false;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = || {
-            iter.next()
-                .cloned()
-                .with_context(|| format!("`{arg}` needs a value"))
-        };
-        match arg.as_str() {
+    crate::each_flag("fetch-model", args, |flag, value| {
+        match flag {
             "--dir" => dir = Some(value()?),
             "--python" => python = value()?,
             "--dry-run" => dry_run = true,
-            other if other.starts_with('-') || name.is_some() => bail!(
-                "unexpected argument `{other}` for `cargo xtask fetch-model` (see `cargo xtask help`)"
-            ),
+            other if other.starts_with('-') || name.is_some() => return Ok(false),
             other => name = Some(other.to_string()),
         }
-    }
+        Ok(true)
+    })?;
     let Some(name) = name else {
         bail!(
             "`cargo xtask fetch-model` needs a model name; known models: {}",

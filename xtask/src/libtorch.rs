@@ -148,22 +148,15 @@ pub fn setup(root: &Path, args: &[String]) -> Result<()> {
     let mut venv = venv_dir(root);
     let mut python = "python3".to_string();
     let mut dry_run = false;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = || {
-            iter.next()
-                .cloned()
-                .with_context(|| format!("`{arg}` needs a value"))
-        };
-        match arg.as_str() {
+    crate::each_flag("setup-libtorch", args, |flag, value| {
+        match flag {
             "--venv" => venv = root.join(value()?),
             "--python" => python = value()?,
             "--dry-run" => dry_run = true,
-            other => bail!(
-                "unexpected argument `{other}` for `cargo xtask setup-libtorch` (see `cargo xtask help`)"
-            ),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     let venv_python = venv.join("bin/python");
     let wanted = |v: &str| v.split('+').next() == Some(TORCH_VERSION);
     match installed_torch(&venv_python) {

@@ -1,6 +1,6 @@
 //! Project tasks for the mtl workspace, run as `cargo xtask <command>`.
 //!
-//! A plain binary with no dependencies beyond `anyhow`, in the manner of rust-analyzer's
+//! A plain binary with no dependencies beyond `anyhow` and `serde_json`, in the manner of rust-analyzer's
 //! `xtask/`: arguments are parsed by hand and every task is a `cargo` invocation that is printed
 //! before it runs. Commands run from the workspace root, so relative paths (`--model`, paths
 //! after `--`) are resolved from there. Run `cargo xtask help` for the list of commands.
@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 
 mod fetch_model;
 mod libtorch;
+mod serve;
 use libtorch::LibtorchEnv;
 
 const USAGE: &str = "\
@@ -84,6 +85,26 @@ Commands:
   fuzz     The fuzzing property tests (every data reader and every run-directory file,
            mutated byte by byte and structurally) with N cases each instead of CI's:
              cargo xtask fuzz [--cases N]
+  loadtest `mtl serve` under load: starts it on a free loopback port and drives it with
+           the Rust load generator (crates/mtl-bench, `mtl-loadgen`), one SNIPS test
+           sentence per request: closed loops of 1, 8 and 64 clients, then an open loop
+           at a fixed rate; prints requests/s, p50/p95/p99, errors, 429s, the server's
+           memory (/proc VmHWM, VmRSS) and offline `mtl predict` throughput:
+             cargo xtask loadtest [--model RUN_DIR] [--vs-python PYTHON] [--seconds S]
+                                  [--rate R] [--texts FILE] [--features ..]
+           RUN_DIR defaults to runs/snips (the SNIPS recipe). --vs-python also drives
+           ../shared/bench/serve_ref.py (FastAPI + uvicorn + PyTorch, sized from
+           RUN_DIR/best) with the same load in the same run; PYTHON needs torch, fastapi
+           and uvicorn (`PYTHON -m pip install fastapi uvicorn`). The open loop's rate
+           defaults to half of what the slower server sustained.
+  browser-check
+           The page at `/` in headless Chromium: starts `mtl serve`, opens the page with
+           two sentences in its query string, reads the highlighted entities and intents
+           back from the DOM, checks them against POST /v1/predict, and saves a screenshot:
+             cargo xtask browser-check [--model RUN_DIR] [--screenshot PNG]
+                                       [--chromium BIN] [--features ..]
+           RUN_DIR defaults to runs/quickstart (trained first if absent); PNG to
+           docs/serve-page.png. Needs Chromium (Debian: `apt-get install chromium`).
   help     Print this message.
 
 Common options:
@@ -95,6 +116,18 @@ Everything builds with `--release`, so tests, binaries and benches share one bui
 
 /// The quickstart run directory that `train`, `predict` and `eval` default to.
 const QUICKSTART_RUN: &str = "runs/quickstart";
+/// `mtl train`'s arguments for the quickstart model (replacing a previous quickstart run).
+const QUICKSTART_TRAIN: [&str; 9] = [
+    "--data",
+    "data/quickstart",
+    "--format",
+    "jointbert",
+    "--config",
+    "configs/quickstart.toml",
+    "--out",
+    QUICKSTART_RUN,
+    "--overwrite",
+];
 
 fn main() -> ExitCode {
     match run() {
@@ -138,6 +171,8 @@ fn run() -> Result<()> {
         Some("fuzz") => fuzz(&rest),
         Some("setup-libtorch") => libtorch::setup(&root, &rest),
         Some("fetch-model") => fetch_model::fetch(&root, &rest),
+        Some("loadtest") => serve::loadtest(&root, &rest),
+        Some("browser-check") => serve::browser_check(&root, &rest),
         Some(other) => {
             eprintln!("{USAGE}\n");
             bail!("unknown command `{other}` (see the list above)")
@@ -300,6 +335,29 @@ fn parse(args: &[String], accepts: &Accepts) -> Result<Options> {
     Ok(opts)
 }
 
+/// Walks the `--flag [value]` arguments of `cargo xtask <command>`: `on(flag, value)` handles
+/// one flag (calling `value()` for its value) and returns `false` for a flag it does not know.
+fn each_flag(
+    command: &str,
+    args: &[String],
+    mut on: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
+) -> Result<()> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = || {
+            iter.next()
+                .cloned()
+                .with_context(|| format!("`{arg}` needs a value"))
+        };
+        if !on(arg, &mut value)? {
+            bail!(
+                "unexpected argument `{arg}` for `cargo xtask {command}` (see `cargo xtask help`)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Whether `args` already contain the long flag `flag` (as `--flag value` or `--flag=value`).
 fn has_flag(args: &[String], flag: &str) -> bool {
     args.iter()
@@ -451,17 +509,7 @@ fn train(args: &[String]) -> Result<()> {
             "Training the embedded quickstart sample (data/quickstart, configs/quickstart.toml) \
              into {QUICKSTART_RUN}/, replacing a previous quickstart run."
         );
-        cmd = cmd.args([
-            "--data",
-            "data/quickstart",
-            "--format",
-            "jointbert",
-            "--config",
-            "configs/quickstart.toml",
-            "--out",
-            QUICKSTART_RUN,
-            "--overwrite",
-        ]);
+        cmd = cmd.args(QUICKSTART_TRAIN);
         if let Some(device) = feature_device(&opts.features) {
             cmd = cmd.args(["--device", device]);
         }
@@ -537,14 +585,8 @@ fn bench(args: &[String], root: &Path, target: &Path) -> Result<()> {
     let mut freeze_embeddings = false;
     let mut devices: Option<String> = None;
     let mut dry_run = false;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = || {
-            iter.next()
-                .cloned()
-                .with_context(|| format!("`{arg}` needs a value"))
-        };
-        match arg.as_str() {
+    each_flag("bench", args, |flag, value| {
+        match flag {
             "--device" => device = value()?,
             "--threads" => threads = value()?,
             "--config" => config = Some(value()?),
@@ -556,11 +598,10 @@ fn bench(args: &[String], root: &Path, target: &Path) -> Result<()> {
             "--freeze-embeddings" => freeze_embeddings = true,
             "--devices" => devices = Some(value()?),
             "--dry-run" => dry_run = true,
-            other => bail!(
-                "unexpected argument `{other}` for `cargo xtask bench` (see `cargo xtask help`)"
-            ),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if pretrained.is_some() && config.is_some() {
         bail!("`--config` and `--pretrained` name different workloads: give one");
     }

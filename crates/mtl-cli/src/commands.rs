@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mtl::burn::module::Module;
-use mtl::burn::tensor::Device;
 use mtl::data::{
-    Encoder, Example, Format, NO_TAG, ReadOptions, ReadReport, TOKENIZER_FILE, TagScheme,
-    TextEncoder, WordVocab, WordVocabConfig, iob2_to_spans, read_examples, read_splits, to_iob2,
+    Encoder, Example, Format, NO_TAG, ReadOptions, ReadReport, TOKENIZER_FILE, TextEncoder,
+    WordVocab, WordVocabConfig, read_examples, read_splits,
 };
 use mtl::model::MultitaskTransformer;
 use mtl::model::hf::{self, HfConfig};
@@ -19,6 +18,7 @@ use mtl::train::eval::{
     EvalReport, PredictOptions, Prediction, predict_encoded, score as score_predictions,
 };
 use mtl::train::metrics::{Mode, Scheme, entity_report, token_accuracy};
+use mtl::train::texts::{Predictor, PreparedText};
 use mtl::train::trainer::{BEST_DIR, ProgressMode, TrainConfig};
 use mtl::train::{
     InferenceEngine, RunDir, embed as embed_encoded, evaluate_with, fit_in, resume_in,
@@ -445,7 +445,7 @@ fn decoding_arg(name: &str) -> Result<TagDecoding> {
 }
 
 /// `--engine`: `auto` is the packed path on the CPU device and the Burn model elsewhere.
-fn engine_arg(name: &str, device: &str) -> Result<InferenceEngine> {
+pub(crate) fn engine_arg(name: &str, device: &str) -> Result<InferenceEngine> {
     match name {
         "auto" if device::is_cpu(device) => Ok(InferenceEngine::Packed),
         "auto" | "burn" => Ok(InferenceEngine::Burn),
@@ -480,23 +480,30 @@ fn write_conll(path: &Path, examples: &[Example], predictions: &[Prediction]) ->
 pub fn predict(args: PredictArgs) -> Result<()> {
     let device = device::parse(&args.device)?;
     let (model, encoder) = inputs::load_model(&args.model, &device)?;
-    let model = model.valid();
+    let predictor = Predictor::new(
+        model.valid(),
+        engine_arg(&args.engine, &args.device)?,
+        &device,
+    );
+    let options = PredictOptions::new(args.batch_size)
+        .with_top_k(args.top_k as usize)
+        .with_decoding(decoding_arg(&args.decoding)?);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut truncated = 0;
     if !args.texts.is_empty() {
-        truncated += predict_chunk(&model, &encoder, &args.texts, &args, &device, &mut out)?;
+        truncated += predict_chunk(&predictor, &encoder, &args.texts, &options, &mut out)?;
     } else {
         let stdin = std::io::stdin();
         let mut chunk = Vec::with_capacity(1024);
         for line in stdin.lock().lines() {
             chunk.push(line.context("cannot read stdin")?);
             if chunk.len() == 1024 {
-                truncated += predict_chunk(&model, &encoder, &chunk, &args, &device, &mut out)?;
+                truncated += predict_chunk(&predictor, &encoder, &chunk, &options, &mut out)?;
                 chunk.clear();
             }
         }
-        truncated += predict_chunk(&model, &encoder, &chunk, &args, &device, &mut out)?;
+        truncated += predict_chunk(&predictor, &encoder, &chunk, &options, &mut out)?;
     }
     out.flush()?;
     if truncated > 0 {
@@ -509,58 +516,23 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// Labels `texts` and writes one JSON line each; returns how many were truncated.
 fn predict_chunk(
-    model: &MultitaskTransformer,
+    predictor: &Predictor,
     encoder: &Encoder,
     texts: &[String],
-    args: &PredictArgs,
-    device: &Device,
+    options: &PredictOptions,
     out: &mut impl Write,
 ) -> Result<usize> {
-    let examples: Vec<Example> = texts.iter().map(|t| encoder.example(t)).collect();
-    let keep: Vec<usize> = (0..examples.len())
-        .filter(|&i| !examples[i].words.is_empty())
-        .collect();
-    let kept: Vec<Example> = keep.iter().map(|&i| examples[i].clone()).collect();
-    let (encoded, report) = encoder.encode_all(&kept)?;
-    let mut truncated = vec![false; examples.len()];
-    for (&i, e) in keep.iter().zip(&encoded) {
-        truncated[i] = e.truncated;
+    let prepared = texts
+        .iter()
+        .map(|t| PreparedText::new(encoder, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let truncated = prepared.iter().filter(|t| t.truncated()).count();
+    for answer in predictor.predict_texts(encoder, prepared, options)? {
+        writeln!(out, "{}", answer.to_json())?;
     }
-    let options = PredictOptions::new(args.batch_size)
-        .with_top_k(args.top_k as usize)
-        .with_decoding(decoding_arg(&args.decoding)?)
-        .with_engine(engine_arg(&args.engine, &args.device)?);
-    let (predictions, _) = predict_encoded(model, encoder, &kept, &encoded, &options, device)?;
-    let mut by_index = vec![None; examples.len()];
-    for (i, p) in keep.into_iter().zip(predictions) {
-        by_index[i] = Some(p);
-    }
-    for ((ex, p), truncated) in examples.iter().zip(by_index).zip(truncated) {
-        let line = match p {
-            Some(p) => {
-                let (tags, _) = to_iob2(&p.tags, TagScheme::Iob2);
-                let entities: Vec<serde_json::Value> = iob2_to_spans(&tags)
-                    .into_iter()
-                    .map(|span| {
-                        let (start, end) = ex.char_span(span.start, span.end);
-                        let text: String = ex.text.chars().skip(start).take(end - start).collect();
-                        let scores = &p.tag_scores[span.start..span.end];
-                        let score = scores.iter().sum::<f32>() / scores.len().max(1) as f32;
-                        json!({"start": start, "end": end, "text": text, "label": span.label, "score": score})
-                    })
-                    .collect();
-                let mut line = json!({"text": ex.text, "label": p.label, "top_k": p.top_k, "entities": entities});
-                if truncated {
-                    line["truncated"] = json!(true);
-                }
-                line
-            }
-            None => json!({"text": ex.text, "label": null, "top_k": [], "entities": []}),
-        };
-        writeln!(out, "{line}")?;
-    }
-    Ok(report.truncated)
+    Ok(truncated)
 }
 
 /// One sentence of a column file: the line it starts on and, for each requested column, its

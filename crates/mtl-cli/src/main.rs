@@ -4,6 +4,7 @@ mod commands;
 mod config;
 mod inputs;
 mod plot;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
     Embed(EmbedArgs),
     /// Write a fine-tuned pretrained encoder back in HuggingFace layout.
     Export(ExportArgs),
+    /// Serve models over HTTP (JSON predictions, dynamic batching, metrics, a page at /).
+    Serve(ServeArgs),
 }
 
 /// Data location and format, shared by `train` and `eval`.
@@ -201,6 +204,66 @@ struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    /// A run directory (its best model) or a model directory, as `RUN_DIR` (named after the
+    /// directory) or `NAME=RUN_DIR`. Repeat to serve several models at
+    /// /v1/models/NAME/predict; the first also answers /v1/predict.
+    #[arg(long = "model", required = true, value_name = "[NAME=]RUN_DIR")]
+    models: Vec<String>,
+    /// Address to listen on (loopback by default; another address without --api-key is
+    /// warned about).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port, logged as `listening`).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Device: cpu, wgpu, libtorch, libtorch-cuda (or libtorch-cuda:N).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Inference engine: auto (packed on cpu, burn elsewhere), packed or burn.
+    #[arg(long, default_value = "auto")]
+    engine: String,
+    /// Most tokens in one inference batch (a larger request runs as a batch of its own).
+    #[arg(long, default_value_t = mtl_serve::Limits::MAX_BATCH_TOKENS)]
+    max_batch_tokens: usize,
+    /// Most texts in one inference batch.
+    #[arg(long, default_value_t = mtl_serve::Limits::MAX_BATCH_SIZE)]
+    max_batch_size: usize,
+    /// How long (ms) the first request of a batch waits for others to join it.
+    #[arg(long, default_value_t = mtl_serve::Limits::MAX_WAIT_MS)]
+    max_wait_ms: u64,
+    /// Most texts in one request (413 beyond).
+    #[arg(long, default_value_t = mtl_serve::Limits::MAX_CLIENT_BATCH)]
+    max_client_batch: usize,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = mtl_serve::Limits::MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Most prediction requests in flight (429 with Retry-After beyond).
+    #[arg(long, default_value_t = mtl_serve::Limits::MAX_CONCURRENT)]
+    max_concurrent: usize,
+    /// Answer 422 for a text longer than the model's limit, instead of cutting it and
+    /// marking it `"truncated": true`.
+    #[arg(long)]
+    no_truncate: bool,
+    /// Require `Authorization: Bearer KEY` on every route but /health and the page /
+    /// (default: the environment variable MTL_API_KEY, if set).
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+    /// Seconds that requests in flight get to finish after SIGTERM or SIGINT.
+    #[arg(long, default_value_t = mtl_serve::ServeConfig::SHUTDOWN_TIMEOUT_S)]
+    shutdown_timeout: u64,
+    /// Sentence labels in `top_k` when a request does not give `top_k`.
+    #[arg(long, default_value_t = mtl_serve::ServeConfig::TOP_K, value_parser = clap::value_parser!(u32).range(1..))]
+    top_k: u32,
+    /// Log lines on stderr: json or text.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+    /// Least important log level shown: error, warn, info, debug (every request) or trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["predictions", "gold"])))]
 struct ScoreArgs {
     /// A file written by `mtl eval --predictions` (word, gold tag, predicted tag): gold and
@@ -239,6 +302,7 @@ fn main() -> ExitCode {
         Command::Score(a) => commands::score(a),
         Command::Embed(a) => commands::embed(a),
         Command::Export(a) => commands::export(a),
+        Command::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

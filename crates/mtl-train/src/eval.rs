@@ -122,6 +122,8 @@ pub fn predict(
 /// One batch's logits in host memory: classification `[batch, classes]`, NER rows of sequence
 /// `i` from row `ner_start[i]` on (`[rows, tags]`).
 struct HostLogits {
+    classes: usize,
+    n_tags: usize,
     classification: Vec<f32>,
     ner: Vec<f32>,
     ner_start: Vec<usize>,
@@ -151,15 +153,50 @@ pub fn predict_encoded(
 ) -> Result<(Vec<Prediction>, TaskLosses)> {
     // One check for both engines: they run only a model and encoder that agree.
     crate::rundir::check_chars(model, encoder)?;
+    let packed;
+    let forward = match options.engine {
+        InferenceEngine::Packed => {
+            packed = PackedModel::from_model(model);
+            Forward::Packed(&packed)
+        }
+        InferenceEngine::Burn => Forward::Burn { model, device },
+    };
+    predict_with(forward, encoder, examples, encoded, options)
+}
+
+/// What runs the forward passes of [`predict_with`]: a model already prepared for one
+/// [`InferenceEngine`], so that a caller predicting many times (a server) builds its
+/// [`PackedModel`] once.
+#[derive(Debug, Clone, Copy)]
+pub enum Forward<'a> {
+    /// The Burn model (in evaluation mode) on its device, on padded batches.
+    Burn {
+        /// The model.
+        model: &'a MultitaskTransformer,
+        /// The device the model is on.
+        device: &'a Device,
+    },
+    /// The packed CPU path, on each batch's real tokens only.
+    Packed(&'a PackedModel),
+}
+
+/// [`predict_encoded`] with the forward passes of `forward` (`options.engine` is not read).
+///
+/// # Errors
+/// With [`Forward::Packed`], encoded ids the model cannot read (a token id outside its
+/// vocabulary, a sequence longer than `max_seq_length`, character ids that do not fit).
+pub fn predict_with(
+    forward: Forward<'_>,
+    encoder: &Encoder,
+    examples: &[Example],
+    encoded: &[Encoded],
+    options: &PredictOptions,
+) -> Result<(Vec<Prediction>, TaskLosses)> {
     let batcher = MultitaskBatcher::for_encoder(encoder);
-    let packed =
-        (options.engine == InferenceEngine::Packed).then(|| PackedModel::from_model(model));
     let tag_names: Vec<&str> = (0..encoder.tags.len())
         .map(|i| encoder.tags.name(i).unwrap_or("O"))
         .collect();
     let constraints = Iob2Constraints::new(&tag_names);
-    let n_tags = model.config().num_ner_tags;
-    let classes = model.config().num_classes;
     let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
     let plan = plan_batches(
         &lengths,
@@ -171,8 +208,8 @@ pub fn predict_encoded(
     let (mut cls_sum, mut cls_n, mut ner_sum, mut ner_n) = (0.0f64, 0usize, 0.0f64, 0usize);
     for indices in plan {
         let items: Vec<&Encoded> = indices.iter().map(|&i| &encoded[i]).collect();
-        let mut logits = match &packed {
-            Some(packed) => {
+        let mut logits = match forward {
+            Forward::Packed(packed) => {
                 let mut input = PackedInput::new();
                 for item in &items {
                     input.push_with_chars(&item.ids, &item.chars);
@@ -180,23 +217,28 @@ pub fn predict_encoded(
                 let output = packed.forward(&input)?;
                 let ner_start = output.offsets[..items.len()].to_vec();
                 HostLogits {
+                    classes: output.num_classes,
+                    n_tags: output.num_ner_tags,
                     classification: output.classification,
                     ner: output.ner,
                     ner_start,
                 }
             }
-            None => {
+            Forward::Burn { model, device } => {
                 let batch = batcher.batch(&items, device);
                 let [_, s] = batch.tokens.dims();
                 let output =
                     model.forward_joint_with(batch.tokens, batch.padding_mask, batch.chars);
                 HostLogits {
+                    classes: model.config().num_classes,
+                    n_tags: model.config().num_ner_tags,
                     classification: to_vec(output.classification),
                     ner: to_vec(output.ner),
                     ner_start: (0..items.len()).map(|row| row * s).collect(),
                 }
             }
         };
+        let (classes, n_tags) = (logits.classes, logits.n_tags);
         log_softmax_rows(&mut logits.classification, classes);
         log_softmax_rows(&mut logits.ner, n_tags);
         for (row, &i) in indices.iter().enumerate() {

@@ -7,6 +7,8 @@
 //!   `round-robin`, `joint`);
 //! - [`metrics`]: seqeval-exact entity scores, classification reports, frame accuracy;
 //! - [`eval`]: batched prediction and evaluation;
+//! - [`texts`]: predictions for raw texts, as `mtl predict` prints them and `mtl serve` returns
+//!   them;
 //! - [`decode`]: tags from the NER head, argmax or IOB2-constrained Viterbi;
 //! - [`parallel`]: data-parallel steps over several devices or CPU replicas;
 //! - [`trainer`]: the loop, resume, early stopping, progress;
@@ -25,13 +27,14 @@ pub mod parallel;
 pub mod rundir;
 pub mod sampler;
 pub mod seed_api;
+pub mod texts;
 pub mod trainer;
 
 pub use decode::TagDecoding;
 pub use error::{Error, Result};
 pub use eval::{
-    EvalReport, InferenceEngine, PredictOptions, Prediction, TaskLosses, embed, evaluate,
-    evaluate_with, predict,
+    EvalReport, Forward, InferenceEngine, PredictOptions, Prediction, TaskLosses, embed, evaluate,
+    evaluate_with, predict, predict_with,
 };
 pub use parallel::DataParallel;
 pub use rundir::{RunDir, check_model_dir};
