@@ -106,6 +106,31 @@ pub(crate) fn matmul(
         }
         return;
     }
+    if m == 1 {
+        // gemm runs a one-row product as a matrix-vector product, which sums in another order
+        // than its matrix kernels: a row alone would not get the bits it gets among other rows.
+        // With a second, zero row it takes the matrix path, so what a row gets does not depend
+        // on how many rows share the call (a batch of one sentence, or one token).
+        let mut rows = vec![0.0f32; 2 * k];
+        for (c, x) in rows[..k].iter_mut().enumerate() {
+            *x = lhs.data[c * lhs.col_stride];
+        }
+        let mut out = vec![0.0f32; 2 * n];
+        if accumulate {
+            out[..n].copy_from_slice(&dst[..n]);
+        }
+        matmul(
+            &mut out,
+            n,
+            View::rows(&rows, 2, k, k),
+            rhs,
+            scale,
+            accumulate,
+            threads,
+        );
+        dst[..n].copy_from_slice(&out[..n]);
+        return;
+    }
     let parallelism = match threads {
         Threads::One => Parallelism::None,
         Threads::All => Parallelism::Rayon(0),

@@ -274,6 +274,51 @@ fn empty_batches_and_sequences() {
     assert_eq!(out.classification_row(0), &bias[..]);
 }
 
+/// A sequence's logits, bit for bit, whatever else shares its batch: alone, first, last, with
+/// one-token neighbours (so `mtl serve`'s dynamic batches answer as `mtl predict` does).
+#[test]
+fn batching_does_not_change_a_sequences_bits() {
+    let device = Device::flex();
+    for config in [configs()[0].clone(), configs()[13].clone(), chars_config()] {
+        let model = MultitaskTransformer::new(&config, &device).expect("valid");
+        let packed = PackedModel::from_model(&model);
+        let max_chars = config.char_features.as_ref().map_or(0, |c| c.max_chars);
+        let input = |rows: &[Vec<u32>]| {
+            let mut input = PackedInput::new();
+            for row in rows {
+                let chars: Vec<u32> = row
+                    .iter()
+                    .flat_map(|&id| chars_for(id, max_chars))
+                    .collect();
+                input.push_with_chars(row, &chars);
+            }
+            input
+        };
+        let rows = fixed_rows();
+        let together = packed.forward(&input(&rows)).expect("valid");
+        for (s, row) in rows.iter().enumerate() {
+            let alone = packed
+                .forward(&input(std::slice::from_ref(row)))
+                .expect("valid");
+            assert_eq!(
+                alone.classification_row(0),
+                together.classification_row(s),
+                "{s}"
+            );
+            assert_eq!(alone.ner_rows(0), together.ner_rows(s), "{s}");
+            let mut mixed = vec![vec![7], row.clone(), vec![1, 2]];
+            mixed.reverse();
+            let out = packed.forward(&input(&mixed)).expect("valid");
+            assert_eq!(
+                out.classification_row(1),
+                together.classification_row(s),
+                "{s}"
+            );
+            assert_eq!(out.ner_rows(1), together.ner_rows(s), "{s}");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
