@@ -807,20 +807,24 @@ fn eval_names_unseen_labels_and_an_ignored_split() {
     );
 }
 
+/// A copy of the shared trained run at `to`, for a test that changes or breaks it.
+fn copy_of_trained_run(to: &Path) -> std::path::PathBuf {
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(trained_run())
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    to.to_path_buf()
+}
+
 /// What a careful user expects of a run directory: `--overwrite` with a bad option leaves the
 /// earlier run whole, flags that would change a resumed run are refused, a second writer is
 /// refused, and `--predictions` never overwrites an input.
 #[test]
 fn run_directories_are_never_lost() {
-    let run = trained_run();
-    let copy = scratch("keep").join("run");
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(run)
-        .arg(&copy)
-        .status()
-        .expect("cp");
-    assert!(status.success());
+    let copy = copy_of_trained_run(&scratch("keep").join("run"));
     let model = std::fs::read(copy.join("best/model.bpk")).expect("model");
     let out = copy.to_str().expect("utf8");
     let train = |extra: &[&str]| {
@@ -895,14 +899,7 @@ fn to_iobes(tags: &[&str]) -> Vec<String> {
 fn eval_reads_data_with_the_runs_options() {
     let run = trained_run();
     let base = scratch("iobes");
-    let copy = base.join("run");
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(run)
-        .arg(&copy)
-        .status()
-        .expect("cp");
-    assert!(status.success());
+    let copy = copy_of_trained_run(&base.join("run"));
     let config = std::fs::read_to_string(copy.join("config.toml")).expect("config.toml");
     assert!(config.contains("scheme = \"iob2\""), "{config}");
     std::fs::write(
