@@ -237,6 +237,8 @@ impl EncoderLayer {
 pub fn activate<const D: usize>(activation: Activation, x: Tensor<D>) -> Tensor<D> {
     match activation {
         Activation::Relu => relu(x),
+        // On the CPU backend the exact GELU is computed on host memory (`math::gelu_tensor`).
+        Activation::Gelu if crate::is_cpu_backend(&x.device()) => crate::math::gelu_tensor(x),
         Activation::Gelu => gelu(x),
         Activation::GeluTanh => gelu_tanh(x),
     }

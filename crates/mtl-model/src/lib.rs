@@ -28,6 +28,7 @@ pub mod encoder;
 pub mod error;
 pub mod hf;
 pub mod io;
+pub mod math;
 pub mod model;
 pub mod packed;
 

@@ -36,6 +36,7 @@ use crate::chars::CharCnn;
 use crate::config::{Activation, Pooling};
 use crate::encoder::{EncoderLayer, TransformerEncoder, sinusoidal_values};
 use crate::error::{Error, Result};
+use crate::math::{self, exp};
 use crate::model::{MultitaskTransformer, SharedEncoder};
 use gemm::{Threads, View, matmul};
 
@@ -254,7 +255,7 @@ impl HostLayer {
                 // The exact (erf) GELU, as Burn's and PyTorch's default.
                 Activation::Gelu => {
                     for v in chunk {
-                        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+                        *v = math::gelu(*v);
                     }
                 }
                 Activation::GeluTanh => {
@@ -290,48 +291,6 @@ fn softmax_in_place(row: &mut [f32]) {
     let sum: f32 = row.iter().sum();
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// `e^x` for the softmax, in straight-line arithmetic the compiler vectorises (the C library's
-/// `expf` is one call per element: a profile of the `small` benchmark configuration's inference
-/// had it at about a tenth of the samples). Cephes' `expf` method: `x = n ln 2 + r` with
-/// `|r| <= ln 2 / 2`, a degree-6 polynomial for `e^r`, `2^n` put into the exponent bits;
-/// within 2.5e-7 relative of `expf` over the range softmax uses (`x <= 0`, tested); inputs
-/// below -87.3 give about `1e-38` rather than a denormal or zero, inputs are capped at 88.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that `n * LN2_HI` is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-/// The error function for the exact GELU, in straight-line arithmetic (the C library's `erff`
-/// is one call per element: 96 ms for the 3.4 M activations of a 32-sentence MiniLM batch on one
-/// core, against 24 ms for this). Abramowitz & Stegun 7.1.26, `1 - p(t) e^(-x^2)` with
-/// `t = 1 / (1 + 0.3275911 |x|)`, whose bound is 1.5e-7; within 6e-7 of `libm::erff` in f32
-/// (tested).
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let p = ((((1.061_405_4 * t - 1.453_152) * t + 1.421_413_8) * t - 0.284_496_72) * t
-        + 0.254_829_6)
-        * t;
-    (1.0 - p * exp(-a * a)).copysign(x)
 }
 
 /// Splits `buf` (rows of `width`) into one mutable slice per sequence of `offsets`.
