@@ -678,6 +678,8 @@ fn run_epochs(
     let device = main_device(devices)?;
     let ad_device = device.clone().autodiff();
     let parallel = DataParallel::new(devices)?;
+    // Exact, and much cheaper on the CPU: a batch touches a few hundred of the table's rows.
+    optimizer.defer_token_rows();
     // Through the plain device: parameters must be leaves when autodiff tracks them.
     let mut model = model.valid().to_device(&ad_device).train();
     if config.freeze_embeddings {
@@ -768,6 +770,12 @@ fn run_epochs(
             } else {
                 dropped.iter().collect()
             };
+            // The token-embedding rows this batch reads, brought up to date (see
+            // `AdamW::defer_token_rows`).
+            let rows: Vec<u32> = std::iter::once(batcher.pad_id)
+                .chain(items.iter().flat_map(|e| e.ids.iter().copied()))
+                .collect();
+            model = optimizer.catch_up(model, Some(&rows));
             let step = parallel.step(
                 &model,
                 &items,
@@ -811,6 +819,7 @@ fn run_epochs(
             progress.step(sum / n as f64, lr);
         }
 
+        model = optimizer.catch_up(model, None);
         let eval_model = model.valid();
         let report = match valid {
             Some(v) if !v.is_empty() => {
