@@ -90,6 +90,11 @@ struct Deferred {
     history: Vec<Scalars>,
 }
 
+/// The scalars of steps `from..=through` out of `history`, which holds steps `first..`.
+fn owed_steps(history: &[Scalars], first: u64, from: u64, through: u64) -> &[Scalars] {
+    &history[(from - first) as usize..(through + 1 - first) as usize]
+}
+
 /// The per-step scalars of one parameter's host update, as the f32 arithmetic uses them.
 #[derive(Debug, Clone, Copy)]
 struct Scalars {
@@ -355,12 +360,22 @@ impl ModuleMapper for Updater<'_> {
             }
         };
         self.opt.state.insert(key, moments);
-        let mut out = Tensor::from_inner(p);
-        if tracked {
-            out = out.require_grad();
-        }
-        Param::from_mapped_value(id, out, mapper)
+        rewrap(id, p, mapper, tracked)
     }
+}
+
+/// An updated parameter value back into its `Param` (tracked again if it was).
+fn rewrap<const D: usize>(
+    id: ParamId,
+    value: Tensor<D>,
+    mapper: burn::module::ParamMapper<Tensor<D>>,
+    tracked: bool,
+) -> Param<Tensor<D>> {
+    let mut out = Tensor::from_inner(value);
+    if tracked {
+        out = out.require_grad();
+    }
+    Param::from_mapped_value(id, out, mapper)
 }
 
 /// [`AdamW::catch_up`]'s walk over the module.
@@ -404,8 +419,7 @@ impl ModuleMapper for CatchUp<'_> {
         let mut bring = |row: usize, current: &mut u64| {
             if *current < step {
                 let span = row * width..(row + 1) * width;
-                let steps =
-                    &history[(*current + 1 - *first) as usize..(step + 1 - *first) as usize];
+                let steps = owed_steps(history, *first, *current + 1, step);
                 let (p, m, v) = (&mut p[span.clone()], &mut m[span.clone()], &mut v[span]);
                 betas.replay(steps, p, m, v);
                 *current = step;
@@ -427,11 +441,7 @@ impl ModuleMapper for CatchUp<'_> {
         }
         let (p, moments) = finish::<D>(p, m, v, shape, &device);
         self.state.insert(key, moments);
-        let mut out = Tensor::from_inner(p);
-        if tracked {
-            out = out.require_grad();
-        }
-        Param::from_mapped_value(id, out, mapper)
+        rewrap(id, p, mapper, tracked)
     }
 }
 
@@ -553,9 +563,9 @@ impl HostGrads {
 const CHUNK: usize = 1 << 14;
 
 /// [`tensor_update`] as one fused pass over host memory (the CPU backend), the same
-/// arithmetic op for op in f32. With `defer` (a token-embedding table, step `h`'s of
-/// [`Deferred`]), rows whose gradient is zero are left for later and the others are first
-/// brought up to date.
+/// arithmetic op for op in f32. With `defer` (a token-embedding table's [`Deferred`] record
+/// and the step being taken), rows whose gradient is zero are left for later and the others
+/// are first brought up to date.
 fn host_update<const D: usize>(
     p: Tensor<D>,
     g: Vec<f32>,
@@ -593,7 +603,6 @@ fn host_update<const D: usize>(
             first,
             history,
         } = deferred;
-        let owed = |from: u64| &history[(from - *first) as usize..(step - *first) as usize];
         debug_assert_eq!(current.len() * width, n);
         let per_task = (CHUNK / width.max(1)).max(1);
         let chunk = per_task * width;
@@ -613,7 +622,7 @@ fn host_update<const D: usize>(
                     if g.iter().all(|&x| x == 0.0) {
                         continue;
                     }
-                    betas.replay(owed(*current + 1), p, m, v);
+                    betas.replay(owed_steps(history, *first, *current + 1, step - 1), p, m, v);
                     update(p, m, v, g);
                     *current = step;
                 }
