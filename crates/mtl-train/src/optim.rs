@@ -684,8 +684,11 @@ impl AdamW {
         }
     }
 
-    /// Defers the zero-gradient updates of token-embedding rows on the CPU backend
-    /// ([`Deferred`]): equal to the dense update to the bit, provided the caller brings the
+    /// Defers the zero-gradient updates of token-embedding rows (the table under a
+    /// `token_embedding` module) on the CPU backend: dense AdamW still moves such a row
+    /// (its moments decay, it steps along its first moment, weight decay pulls it), and
+    /// here a row is brought up to date late, replaying each owed step with the scalars that
+    /// step used. Equal to the dense update to the bit, provided the caller brings the
     /// rows a batch uses up to date before its forward pass ([`catch_up`](Self::catch_up)
     /// with the batch's token ids, padding included) and the whole table before anything
     /// reads the parameters as a whole (`catch_up` with `None`: evaluation, saving).
