@@ -89,12 +89,12 @@ pub fn gelu_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     let shape = x.shape();
     if !device.is_autodiff() {
-        // Nothing else holds `x`'s buffer: flex hands it over, and it is rewritten in place.
-        let Ok(mut out) = x.clone().into_data().try_into_vec::<f32>() else {
-            return burn::tensor::activation::gelu(x);
+        // `x` is not needed afterwards: flex hands its buffer over when nothing else holds it.
+        let data = x.into_data();
+        let out: Vec<f32> = match data.as_slice::<f32>() {
+            Ok(values) => values.par_iter().map(|&v| gelu(v)).collect(),
+            Err(_) => return burn::tensor::activation::gelu(Tensor::from_data(data, &device)),
         };
-        out.par_chunks_mut(CHUNK)
-            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = gelu(*v)));
         return Tensor::from_data(TensorData::new(out, shape), &device);
     }
     let data = x.clone().into_data();
