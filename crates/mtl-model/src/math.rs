@@ -5,6 +5,11 @@
 //! The C library's `expf` and `erff` are one call per element. A profile of a MiniLM training
 //! step on two CPU replicas had Burn's GELU (libm's `erff`, forward and backward) at 12% of the
 //! samples; the packed path's exponential was about a tenth of a `small` inference profile.
+//!
+//! The crate is built for baseline x86-64 (SSE2, four lanes); [`vectorized`] runs a loop as
+//! AVX2 code where the CPU has it. The packed path's GELU, softmax and LayerNorm, this GELU and
+//! the optimizer's fused update run through it: a MiniLM inference batch went from about 80 to
+//! 70 ms, its GELU from 7.6 to 3.2 ms.
 
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
@@ -22,7 +27,8 @@ pub fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -31,7 +37,10 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // `t` is `ROUND + n` exactly, so its bits are ROUND's plus `n` (two's complement): the
+    // integer without a float-to-int conversion, which has no vector form for this.
+    let k = t.to_bits().wrapping_sub(ROUND.to_bits());
+    e_r * f32::from_bits(k.wrapping_add(127) << 23)
 }
 
 /// The error function, Abramowitz & Stegun 7.1.26: `1 - p(t) e^(-x^2)` with
@@ -71,6 +80,30 @@ pub fn gelu_and_slope(x: f32) -> (f32, f32) {
     (x * cdf, cdf + x * INV_SQRT_2PI * e)
 }
 
+/// `sum f(x_i)` in eight interleaved partial sums, which the compiler can turn into vector
+/// code (a plain running sum must be added in order, one element at a time).
+#[inline(always)]
+pub fn sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// Runs `f` compiled for the widest vector instructions this CPU has: AVX2 where present
+/// (detected at run time; the crate itself is built for baseline x86-64, SSE2), else as is.
+/// Rust never fuses a multiply and an add on its own, so the results are the same bits on
+/// either path; only the width of the vector loops changes.
+#[inline(always)]
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// Elements per Rayon task of the host passes.
 const CHUNK: usize = 1 << 14;
 
@@ -92,7 +125,22 @@ pub fn gelu_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         // `x` is not needed afterwards: flex hands its buffer over when nothing else holds it.
         let data = x.into_data();
         let out: Vec<f32> = match data.as_slice::<f32>() {
-            Ok(values) => values.par_iter().map(|&v| gelu(v)).collect(),
+            Ok(values) => {
+                let mut out = vec![0.0f32; values.len()];
+                out.par_chunks_mut(CHUNK)
+                    .zip(values.par_chunks(CHUNK))
+                    .for_each(|(out, values)| {
+                        vectorized(
+                            #[inline(always)]
+                            || {
+                                for (o, &v) in out.iter_mut().zip(values) {
+                                    *o = gelu(v);
+                                }
+                            },
+                        );
+                    });
+                out
+            }
             Err(_) => return burn::tensor::activation::gelu(Tensor::from_data(data, &device)),
         };
         return Tensor::from_data(TensorData::new(out, shape), &device);
@@ -108,11 +156,16 @@ pub fn gelu_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         .zip(offset.par_chunks_mut(CHUNK))
         .zip(values.par_chunks(CHUNK))
         .for_each(|((slope, offset), values)| {
-            for ((s, o), &v) in slope.iter_mut().zip(offset.iter_mut()).zip(values) {
-                let (g, d) = gelu_and_slope(v);
-                *s = d;
-                *o = g - v * d;
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((s, o), &v) in slope.iter_mut().zip(offset.iter_mut()).zip(values) {
+                        let (g, d) = gelu_and_slope(v);
+                        *s = d;
+                        *o = g - v * d;
+                    }
+                },
+            );
         });
     let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
     x * constant(slope) + constant(offset)
@@ -133,6 +186,40 @@ mod tests {
         }
         assert!(worst < 2.5e-7, "max relative error {worst}");
         assert!(exp(-1e9) < 1e-37 && exp(0.0) == 1.0);
+        // Positive inputs, up to the cap, through the same exponent bits.
+        let mut worst = 0.0f32;
+        for i in 0..=200_000 {
+            let x = 88.0 * i as f32 / 200_000.0;
+            let (want, got) = (x.exp(), exp(x));
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 2.5e-7, "max relative error {worst} for x > 0");
+    }
+
+    #[test]
+    fn vector_code_gives_the_same_bits_as_scalar_code() {
+        let x: Vec<f32> = (0..10_000)
+            .map(|i| (i as f32 * 0.137).sin() * 9.0)
+            .collect();
+        let scalar: Vec<u32> = x.iter().map(|&v| gelu(v).to_bits()).collect();
+        let vector: Vec<u32> = vectorized(
+            #[inline(always)]
+            || x.iter().map(|&v| gelu(v).to_bits()).collect(),
+        );
+        assert_eq!(scalar, vector);
+    }
+
+    #[test]
+    fn lane_sums_equal_the_exact_sum() {
+        for len in 0..40 {
+            let x: Vec<f32> = (0..len).map(|i| 1.0 + (i as f32 * 0.71).cos()).collect();
+            let want: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            let got = f64::from(sum_of(&x, |v| v * v));
+            assert!(
+                (got - want).abs() <= 1e-6 * want.max(1.0),
+                "{len}: {got} vs {want}"
+            );
+        }
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl HostNorm {
             .zip(src.par_chunks(ROWS_PER_TASK * d))
             .for_each(|(out, inp)| {
                 out.copy_from_slice(inp);
-                out.chunks_exact_mut(d).for_each(|row| self.row(row));
+                self.rows(out);
             });
     }
 
@@ -135,14 +135,24 @@ impl HostNorm {
     fn apply_in_place(&self, x: &mut [f32]) {
         let d = self.gamma.len();
         x.par_chunks_mut(ROWS_PER_TASK * d)
-            .for_each(|chunk| chunk.chunks_exact_mut(d).for_each(|row| self.row(row)));
+            .for_each(|chunk| self.rows(chunk));
+    }
+
+    /// Normalises every row of `chunk` in place, in vector code.
+    fn rows(&self, chunk: &mut [f32]) {
+        let d = self.gamma.len();
+        math::vectorized(
+            #[inline(always)]
+            || chunk.chunks_exact_mut(d).for_each(|row| self.row(row)),
+        );
     }
 
     /// LayerNorm of one row (biased variance, `eps` inside the root), as Burn's.
+    #[inline(always)]
     fn row(&self, x: &mut [f32]) {
         let n = x.len() as f32;
-        let mean = x.iter().sum::<f32>() / n;
-        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let mean = math::sum_of(x, |v| v) / n;
+        let var = math::sum_of(x, |v| (v - mean) * (v - mean)) / n;
         let inv = 1.0 / (var + self.eps).sqrt();
         for (v, (g, b)) in x.iter_mut().zip(self.gamma.iter().zip(&self.beta)) {
             *v = (*v - mean) * inv * g + b;
@@ -234,7 +244,10 @@ impl HostLayer {
                     let k = View::rows(&rows[d + h * head_dim..], len, head_dim, width);
                     let v = View::rows(&rows[2 * d + h * head_dim..], len, head_dim, width);
                     matmul(&mut scores, len, q, k.t(), scale, false, Threads::One);
-                    scores.chunks_exact_mut(len).for_each(softmax_in_place);
+                    math::vectorized(
+                        #[inline(always)]
+                        || scores.chunks_exact_mut(len).for_each(softmax_in_place),
+                    );
                     matmul(
                         &mut context[h * head_dim..],
                         d,
@@ -251,26 +264,31 @@ impl HostLayer {
     fn activate(&self, h: &mut [f32]) {
         let activation = self.activation;
         h.par_chunks_mut(ROWS_PER_TASK * self.ff_in.d_out)
-            .for_each(|chunk| match activation {
-                // The exact (erf) GELU, as Burn's and PyTorch's default.
-                Activation::Gelu => {
-                    for v in chunk {
-                        *v = math::gelu(*v);
-                    }
-                }
-                Activation::GeluTanh => {
-                    // sqrt(2 / pi)
-                    const K: f32 = 0.797_884_6;
-                    for v in chunk {
-                        let x = *v;
-                        *v = 0.5 * x * (1.0 + libm::tanhf(K * (x + 0.044_715 * x * x * x)));
-                    }
-                }
-                Activation::Relu => {
-                    for v in chunk {
-                        *v = v.max(0.0);
-                    }
-                }
+            .for_each(|chunk| {
+                math::vectorized(
+                    #[inline(always)]
+                    || match activation {
+                        // The exact (erf) GELU, as Burn's and PyTorch's default.
+                        Activation::Gelu => {
+                            for v in chunk {
+                                *v = math::gelu(*v);
+                            }
+                        }
+                        Activation::GeluTanh => {
+                            // sqrt(2 / pi)
+                            const K: f32 = 0.797_884_6;
+                            for v in chunk {
+                                let x = *v;
+                                *v = 0.5 * x * (1.0 + libm::tanhf(K * (x + 0.044_715 * x * x * x)));
+                            }
+                        }
+                        Activation::Relu => {
+                            for v in chunk {
+                                *v = v.max(0.0);
+                            }
+                        }
+                    },
+                )
             });
     }
 }
@@ -284,12 +302,12 @@ struct Scratch {
     normed: Vec<f32>,
 }
 
+#[inline(always)]
 fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // Two loops: the first (no calls, no reduction) vectorises.
     row.iter_mut().for_each(|v| *v = exp(*v - max));
-    let sum: f32 = row.iter().sum();
-    let inv = 1.0 / sum;
+    let inv = 1.0 / math::sum_of(row, |v| v);
     row.iter_mut().for_each(|v| *v *= inv);
 }
 

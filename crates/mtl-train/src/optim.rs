@@ -20,6 +20,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
+use mtl_model::math::vectorized;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -591,9 +592,14 @@ fn host_update<const D: usize>(
         rate: (h.lr / h.bc1) as f32,
     };
     let update = |p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
-        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-            betas.update(&scalars, p, m, v, clip.map_or(g, |k| g * k));
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                    betas.update(&scalars, p, m, v, clip.map_or(g, |k| g * k));
+                }
+            },
+        );
     };
     debug_assert!(n == g.len() && n == m.len() && n == v.len());
     if let (Some((deferred, step)), Some(width)) = (defer, h.defer_rows) {
