@@ -156,6 +156,7 @@ fn example_seed(seed: u64, index: u64) -> u64 {
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// SplitMix64's output function.
+#[inline(always)]
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -191,11 +192,22 @@ fn keep_mask_at(seed: u64, start: usize, prob: f64, out: &mut [f32]) {
     } else {
         (start / 2, out)
     };
-    for (k, pair) in rest.chunks_mut(2).enumerate() {
-        for (v, u) in pair.iter_mut().zip(halves(first + k)) {
-            *v = value(u);
-        }
-    }
+    crate::math::vectorized(
+        #[inline(always)]
+        || {
+            let mut pairs = rest.chunks_exact_mut(2);
+            let mut k = first;
+            for pair in &mut pairs {
+                let [a, b] = halves(k);
+                pair[0] = value(a);
+                pair[1] = value(b);
+                k += 1;
+            }
+            if let [last] = pairs.into_remainder() {
+                *last = value(halves(k)[0]);
+            }
+        },
+    );
 }
 
 #[cfg(test)]

@@ -211,7 +211,12 @@ impl EncoderLayer {
             // attention weights (as PyTorch's MultiheadAttention). Scaling the (contiguous)
             // scores rather than the strided `q` view is one in-place pass.
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask_bias;
-            let weights = dropout(&self.dropout, softmax(scores, 3));
+            let weights = if crate::is_cpu_backend(&scores.device()) {
+                crate::math::softmax_tensor(scores)
+            } else {
+                softmax(scores, 3)
+            };
+            let weights = dropout(&self.dropout, weights);
             weights.matmul(v)
         } else {
             // No backward possible, so no dropout either: the backend's fused attention

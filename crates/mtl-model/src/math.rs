@@ -171,6 +171,82 @@ pub fn gelu_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * constant(slope) + constant(offset)
 }
 
+/// Softmax over the last dimension on the CPU backend, its exponentials computed on host
+/// memory with [`exp`] (Burn's flex calls libm's `expf` per element, in the forward pass and
+/// again in the backward pass, and takes its slow underflow path on every masked score).
+///
+/// Under autodiff the output is built, as in [`gelu_tensor`], from differentiable operations
+/// around constants: with `s = softmax(x)` and `c = s - s * (x - s·x)`, it returns
+/// `s * (x - sum(s * x)) + c`, whose value is `s` (to a rounding) and whose Jacobian is the
+/// softmax's, `diag(s) - s sᵀ`. Tensors that are not `f32` get Burn's softmax.
+pub fn softmax_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() != DType::F32 || D == 0 {
+        return burn::tensor::activation::softmax(x, D.saturating_sub(1));
+    }
+    let device = x.device();
+    let shape = x.shape();
+    let width = x.dims()[D - 1].max(1);
+    let tracked = device.is_autodiff();
+    // Training is the caller that matters; `x` is kept for the operations below.
+    let data = x.clone().into_data();
+    let Ok(values) = data.as_slice::<f32>() else {
+        return burn::tensor::activation::softmax(x, D - 1);
+    };
+    let mut probs = vec![0.0f32; values.len()];
+    let mut offset = if tracked {
+        vec![0.0f32; values.len()]
+    } else {
+        Vec::new()
+    };
+    let rows = (CHUNK / width).max(1) * width;
+    let softmax_rows = |probs: &mut [f32], offset: &mut [f32], values: &[f32]| {
+        vectorized(
+            #[inline(always)]
+            || {
+                for (p, x) in probs
+                    .chunks_exact_mut(width)
+                    .zip(values.chunks_exact(width))
+                {
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    p.iter_mut().zip(x).for_each(|(p, &v)| *p = exp(v - max));
+                    let inv = 1.0 / sum_of(p, |v| v);
+                    p.iter_mut().for_each(|p| *p *= inv);
+                }
+                if !offset.is_empty() {
+                    let rows = offset
+                        .chunks_exact_mut(width)
+                        .zip(probs.chunks_exact(width));
+                    for ((c, p), x) in rows.zip(values.chunks_exact(width)) {
+                        let dot: f32 = p.iter().zip(x).map(|(p, x)| p * x).sum();
+                        for ((c, &p), &v) in c.iter_mut().zip(p).zip(x) {
+                            *c = p - p * (v - dot);
+                        }
+                    }
+                }
+            },
+        );
+    };
+    if tracked {
+        probs
+            .par_chunks_mut(rows)
+            .zip(offset.par_chunks_mut(rows))
+            .zip(values.par_chunks(rows))
+            .for_each(|((p, c), v)| softmax_rows(p, c, v));
+    } else {
+        probs
+            .par_chunks_mut(rows)
+            .zip(values.par_chunks(rows))
+            .for_each(|(p, v)| softmax_rows(p, &mut [], v));
+    }
+    let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
+    if !tracked {
+        return constant(probs);
+    }
+    let probs = constant(probs);
+    let weighted = x.clone() * probs.clone();
+    (x - weighted.sum_dim(D - 1)) * probs + constant(offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +330,67 @@ mod tests {
             value == 0.0 && (slope - 0.5).abs() < 1e-7,
             "{value} {slope}"
         );
+    }
+
+    #[test]
+    fn softmax_tensor_matches_burns_softmax_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        // Rows of 7 with masked (-1e9) entries, as attention scores over padded keys.
+        let values: Vec<f32> = (0..420)
+            .map(|i| match i % 7 {
+                5 | 6 if i % 3 == 0 => -1.0e9,
+                _ => ((i * 37) % 41) as f32 * 0.3 - 6.0,
+            })
+            .collect();
+        let weights: Vec<f32> = (0..420).map(|i| ((i * 11) % 17) as f32 - 8.0).collect();
+        let run = |ours: bool| {
+            let x = Tensor::<3>::from_data(TensorData::new(values.clone(), [6, 10, 7]), &device)
+                .require_grad();
+            let w = Tensor::<3>::from_data(TensorData::new(weights.clone(), [6, 10, 7]), &device);
+            let y = if ours {
+                softmax_tensor(x.clone())
+            } else {
+                burn::tensor::activation::softmax(x.clone(), 2)
+            };
+            let grads = (y.clone() * w).sum().backward();
+            let grad = x.grad(&grads).expect("x is tracked").into_data();
+            let to_vec = |d: TensorData| d.try_into_vec::<f32>().expect("f32");
+            (to_vec(y.inner().into_data()), to_vec(grad))
+        };
+        let ((value, grad), (want_value, want_grad)) = (run(true), run(false));
+        let worst = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        assert!(
+            worst(&value, &want_value) < 1e-6,
+            "{}",
+            worst(&value, &want_value)
+        );
+        assert!(
+            worst(&grad, &want_grad) < 1e-5,
+            "{}",
+            worst(&grad, &want_grad)
+        );
+        // Masked entries: no weight, no gradient.
+        for (i, (&v, &g)) in value.iter().zip(&grad).enumerate() {
+            if values[i] < -1.0e8 {
+                assert!(v.abs() < 1e-30 && g.abs() < 1e-20, "{i}: {v} {g}");
+            }
+        }
+        // Without autodiff: the probabilities alone, rows summing to one.
+        let plain =
+            Tensor::<3>::from_data(TensorData::new(values.clone(), [6, 10, 7]), &Device::flex());
+        let plain = softmax_tensor(plain)
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32");
+        assert!(worst(&plain, &want_value) < 1e-6);
+        for row in plain.chunks_exact(7) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
     }
 
     #[test]

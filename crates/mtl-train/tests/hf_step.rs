@@ -179,10 +179,10 @@ fn one_fine_tuning_step_matches_pytorch() {
     rename_heads(&mut want);
     // The key bias has no true gradient (a constant added to every score of a query leaves
     // its softmax unchanged): both sides hold rounding noise near AdamW's eps, and the first
-    // step moves each value by an arbitrary fraction of lr. Held to lr.
+    // step moves each value by an arbitrary fraction of lr, in either direction. Held to 2 lr.
     let worst = worst_difference(hf::hf_tensors(&model).expect("tensors"), &want, |name| {
         if name.ends_with("attention.self.key.bias") {
-            1e-3
+            2e-3
         } else {
             0.0
         }
