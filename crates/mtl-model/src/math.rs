@@ -171,6 +171,16 @@ pub fn gelu_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * constant(slope) + constant(offset)
 }
 
+/// Softmax of one row, in place: `e^(x - max) / sum`.
+#[inline(always)]
+pub fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Two loops: the first (no calls, no reduction) vectorises.
+    row.iter_mut().for_each(|v| *v = exp(*v - max));
+    let inv = 1.0 / sum_of(row, |v| v);
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 /// Softmax over the last dimension on the CPU backend, its exponentials computed on host
 /// memory with [`exp`] (Burn's flex calls libm's `expf` per element, in the forward pass and
 /// again in the backward pass, and takes its slow underflow path on every masked score).
@@ -203,15 +213,8 @@ pub fn softmax_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         vectorized(
             #[inline(always)]
             || {
-                for (p, x) in probs
-                    .chunks_exact_mut(width)
-                    .zip(values.chunks_exact(width))
-                {
-                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    p.iter_mut().zip(x).for_each(|(p, &v)| *p = exp(v - max));
-                    let inv = 1.0 / sum_of(p, |v| v);
-                    p.iter_mut().for_each(|p| *p *= inv);
-                }
+                probs.copy_from_slice(values);
+                probs.chunks_exact_mut(width).for_each(softmax_in_place);
                 if !offset.is_empty() {
                     let rows = offset
                         .chunks_exact_mut(width)

@@ -36,7 +36,7 @@ use crate::chars::CharCnn;
 use crate::config::{Activation, Pooling};
 use crate::encoder::{EncoderLayer, TransformerEncoder, sinusoidal_values};
 use crate::error::{Error, Result};
-use crate::math::{self, exp};
+use crate::math;
 use crate::model::{MultitaskTransformer, SharedEncoder};
 use gemm::{Threads, View, matmul};
 
@@ -246,7 +246,11 @@ impl HostLayer {
                     matmul(&mut scores, len, q, k.t(), scale, false, Threads::One);
                     math::vectorized(
                         #[inline(always)]
-                        || scores.chunks_exact_mut(len).for_each(softmax_in_place),
+                        || {
+                            scores
+                                .chunks_exact_mut(len)
+                                .for_each(math::softmax_in_place)
+                        },
                     );
                     matmul(
                         &mut context[h * head_dim..],
@@ -300,15 +304,6 @@ struct Scratch {
     context: Vec<f32>,
     hidden: Vec<f32>,
     normed: Vec<f32>,
-}
-
-#[inline(always)]
-fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    // Two loops: the first (no calls, no reduction) vectorises.
-    row.iter_mut().for_each(|v| *v = exp(*v - max));
-    let inv = 1.0 / math::sum_of(row, |v| v);
-    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Splits `buf` (rows of `width`) into one mutable slice per sequence of `offsets`.

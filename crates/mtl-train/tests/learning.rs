@@ -444,7 +444,7 @@ fn character_features_tag_words_never_seen_in_training() {
         max_chars: 8,
         buckets: 64,
     };
-    let f1 = |chars: bool| {
+    let f1 = |chars: bool, seed: u64| {
         let encoder = train
             .build_encoder(32)
             .expect("encoder")
@@ -462,7 +462,7 @@ fn character_features_tag_words_never_seen_in_training() {
                     filters: 16,
                     kernel_size: 3,
                 }));
-        device.seed(7);
+        device.seed(seed);
         let model = MultitaskTransformer::new(&model_config, &device).expect("valid config");
         let out = fit(
             model,
@@ -473,6 +473,7 @@ fn character_features_tag_words_never_seen_in_training() {
             // unknown word from its characters (as Lample et al. train with singletons).
             &TrainConfig {
                 word_dropout: 0.3,
+                seed,
                 ..config(SamplingStrategy::Joint, 60)
             },
             None,
@@ -490,9 +491,21 @@ fn character_features_tag_words_never_seen_in_training() {
         );
         report.ner.expect("ner").f1
     };
-    let (without, with) = (f1(false), f1(true));
-    assert!(with >= 0.99, "with characters: entity F1 {with}");
-    assert!(without <= 0.6, "without characters: entity F1 {without}");
+    // Three seeds (weights, batches and dropout alike): with six test sentences one seed's
+    // figure is a draw; a change of float rounding once moved one such run to 0.92.
+    let seeds = [7, 8, 9];
+    let (mut without, mut with) = (0.0, 0.0);
+    for seed in seeds {
+        let (no, yes) = (f1(false, seed), f1(true, seed));
+        assert!(yes > no, "seed {seed}: {yes} with characters, {no} without");
+        without += no / seeds.len() as f64;
+        with += yes / seeds.len() as f64;
+    }
+    assert!(with >= 0.95, "with characters: mean entity F1 {with}");
+    assert!(
+        without <= 0.6,
+        "without characters: mean entity F1 {without}"
+    );
 }
 
 #[test]
