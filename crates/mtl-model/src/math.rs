@@ -95,6 +95,24 @@ pub fn sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + rest
 }
 
+/// `sum x_i²` in f64 (each square exact), in eight interleaved partial sums as [`sum_of`].
+#[inline(always)]
+pub fn sum_of_squares(x: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f64::from(v) * f64::from(v);
+        }
+    }
+    let rest: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum();
+    lanes.iter().sum::<f64>() + rest
+}
+
 /// Runs `f` compiled for the widest vector instructions this CPU has: AVX2 where present
 /// (detected at run time; the crate itself is built for baseline x86-64, SSE2), else as is.
 /// Rust never fuses a multiply and an add on its own, so the results are the same bits on
@@ -296,6 +314,11 @@ mod tests {
             let got = f64::from(sum_of(&x, |v| v * v));
             assert!(
                 (got - want).abs() <= 1e-6 * want.max(1.0),
+                "{len}: {got} vs {want}"
+            );
+            let got = sum_of_squares(&x);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1.0),
                 "{len}: {got} vs {want}"
             );
         }

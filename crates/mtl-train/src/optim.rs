@@ -20,7 +20,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use mtl_model::math::vectorized;
+use mtl_model::math::{sum_of_squares, vectorized};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -142,11 +142,16 @@ impl Betas {
 
     /// The zero-gradient steps `steps` on one row.
     fn replay(&self, steps: &[Scalars], p: &mut [f32], m: &mut [f32], v: &mut [f32]) {
-        for s in steps {
-            for ((p, m), v) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
-                self.update(s, p, m, v, 0.0);
-            }
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for s in steps {
+                    for ((p, m), v) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
+                        self.update(s, p, m, v, 0.0);
+                    }
+                }
+            },
+        );
     }
 }
 
@@ -552,7 +557,7 @@ impl HostGrads {
             .values()
             .map(|g| {
                 g.par_chunks(CHUNK)
-                    .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+                    .map(|c| vectorized(|| sum_of_squares(c)))
                     .sum::<f64>()
             })
             .sum();
