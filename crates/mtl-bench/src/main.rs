@@ -213,8 +213,9 @@ type BurnInput = (Tensor<2, Int>, Tensor<2, Bool>, Option<Tensor<3, Int>>);
 
 /// Inference as `mtl predict` runs it, batch after batch (`rows` and `inputs` are the same
 /// batches): on the CPU device the packed path (weights copied to host memory once, padding
-/// skipped), elsewhere the Burn model, which is also timed on its own. Medians of `a.steps`
-/// steps after `a.warmup`: `(product path, Burn model, name of the product path)`.
+/// skipped), elsewhere the Burn model, which is also timed on its own. Each engine runs in a
+/// loop of its own, as a process serving with one of them would. Medians of `a.steps` steps
+/// after `a.warmup`: `(product path, Burn model, name of the product path)`.
 fn time_inference(
     model: &MultitaskTransformer,
     a: &Args,
@@ -223,13 +224,11 @@ fn time_inference(
 ) -> Result<(f64, f64, &'static str)> {
     let packed = mtl::device::is_cpu(&a.device).then(|| PackedModel::from_model(model));
     let mut infer_times = Vec::new();
-    let mut burn_times = Vec::new();
-    for i in 0..a.warmup + a.steps {
-        let k = i % inputs.len();
-        if let Some(packed) = &packed {
+    if let Some(packed) = &packed {
+        for i in 0..a.warmup + a.steps {
             let t = Instant::now();
             let mut input = PackedInput::new();
-            for row in &rows[k] {
+            for row in &rows[i % rows.len()] {
                 input.push(row);
             }
             let out = packed.forward(&input)?;
@@ -238,7 +237,10 @@ fn time_inference(
                 infer_times.push(t.elapsed().as_secs_f64());
             }
         }
-        let (tokens, mask, chars) = inputs[k].clone();
+    }
+    let mut burn_times = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let (tokens, mask, chars) = inputs[i % inputs.len()].clone();
         let t = Instant::now();
         let out = model.forward_joint_with(tokens, mask, chars);
         let _ = out.classification.into_data();
