@@ -422,29 +422,29 @@ impl ModuleMapper for CatchUp<'_> {
             first,
             history,
         } = owed;
-        let mut bring = |row: usize, current: &mut u64| {
-            if *current < step {
-                let span = row * width..(row + 1) * width;
-                let steps = owed_steps(history, *first, *current + 1, step);
-                let (p, m, v) = (&mut p[span.clone()], &mut m[span.clone()], &mut v[span]);
-                betas.replay(steps, p, m, v);
-                *current = step;
-            }
-        };
-        match self.rows {
-            Some(rows) => {
-                for &row in rows {
-                    let row = row as usize;
-                    if let Some(c) = current.get_mut(row) {
-                        bring(row, c);
-                    }
+        // The rows to bring up to date: those named, or all; each row on its own, in parallel.
+        let wanted: Option<Vec<bool>> = self.rows.map(|rows| {
+            let mut wanted = vec![false; current.len()];
+            for &row in rows {
+                if let Some(w) = wanted.get_mut(row as usize) {
+                    *w = true;
                 }
             }
-            None => current
-                .iter_mut()
-                .enumerate()
-                .for_each(|(r, c)| bring(r, c)),
-        }
+            wanted
+        });
+        let (first, history) = (*first, &*history);
+        let width = width.max(1);
+        p.par_chunks_mut(width)
+            .zip(m.par_chunks_mut(width))
+            .zip(v.par_chunks_mut(width))
+            .zip(current.par_iter_mut())
+            .enumerate()
+            .for_each(|(row, (((p, m), v), current))| {
+                if *current < step && wanted.as_ref().is_none_or(|w| w[row]) {
+                    betas.replay(owed_steps(history, first, *current + 1, step), p, m, v);
+                    *current = step;
+                }
+            });
         let (p, moments) = finish::<D>(p, m, v, shape, &device);
         self.state.insert(key, moments);
         rewrap(id, p, mapper, tracked)
