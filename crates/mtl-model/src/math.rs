@@ -358,9 +358,40 @@ mod tests {
         );
     }
 
+    /// `(values, gradients)` of `ours` and of `theirs` at `values` on flex autodiff, the
+    /// gradient of `sum(f(x) * weights)`.
+    #[allow(clippy::type_complexity)]
+    fn against_burn<const D: usize>(
+        values: &[f32],
+        weights: &[f32],
+        shape: [usize; D],
+        ours: impl Fn(Tensor<D>) -> Tensor<D>,
+        theirs: impl Fn(Tensor<D>) -> Tensor<D>,
+    ) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+        let device = Device::flex().autodiff();
+        let run = |f: &dyn Fn(Tensor<D>) -> Tensor<D>| {
+            let x = Tensor::<D>::from_data(TensorData::new(values.to_vec(), shape), &device)
+                .require_grad();
+            let w = Tensor::<D>::from_data(TensorData::new(weights.to_vec(), shape), &device);
+            let y = f(x.clone());
+            let grads = (y.clone() * w).sum().backward();
+            let grad = x.grad(&grads).expect("x is tracked").into_data();
+            let to_vec = |d: TensorData| d.try_into_vec::<f32>().expect("f32");
+            (to_vec(y.inner().into_data()), to_vec(grad))
+        };
+        (run(&ours), run(&theirs))
+    }
+
+    /// The largest absolute difference.
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    }
+
     #[test]
     fn softmax_tensor_matches_burns_softmax_in_value_and_gradient() {
-        let device = Device::flex().autodiff();
         // Rows of 7 with masked (-1e9) entries, as attention scores over padded keys.
         let values: Vec<f32> = (0..420)
             .map(|i| match i % 7 {
@@ -369,27 +400,10 @@ mod tests {
             })
             .collect();
         let weights: Vec<f32> = (0..420).map(|i| ((i * 11) % 17) as f32 - 8.0).collect();
-        let run = |ours: bool| {
-            let x = Tensor::<3>::from_data(TensorData::new(values.clone(), [6, 10, 7]), &device)
-                .require_grad();
-            let w = Tensor::<3>::from_data(TensorData::new(weights.clone(), [6, 10, 7]), &device);
-            let y = if ours {
-                softmax_tensor(x.clone())
-            } else {
-                burn::tensor::activation::softmax(x.clone(), 2)
-            };
-            let grads = (y.clone() * w).sum().backward();
-            let grad = x.grad(&grads).expect("x is tracked").into_data();
-            let to_vec = |d: TensorData| d.try_into_vec::<f32>().expect("f32");
-            (to_vec(y.inner().into_data()), to_vec(grad))
-        };
-        let ((value, grad), (want_value, want_grad)) = (run(true), run(false));
-        let worst = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max)
-        };
+        let ((value, grad), (want_value, want_grad)) =
+            against_burn(&values, &weights, [6, 10, 7], softmax_tensor, |x| {
+                burn::tensor::activation::softmax(x, 2)
+            });
         assert!(
             worst(&value, &want_value) < 1e-6,
             "{}",
@@ -421,30 +435,15 @@ mod tests {
 
     #[test]
     fn gelu_tensor_matches_burns_gelu_in_value_and_gradient() {
-        let device = Device::flex().autodiff();
         let values: Vec<f32> = (0..600).map(|i| (i as f32 - 300.0) * 0.027).collect();
         let weights: Vec<f32> = (0..600).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-        let run = |ours: bool| {
-            let x = Tensor::<2>::from_data(TensorData::new(values.clone(), [20, 30]), &device)
-                .require_grad();
-            let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [20, 30]), &device);
-            let y = if ours {
-                gelu_tensor(x.clone())
-            } else {
-                burn::tensor::activation::gelu(x.clone())
-            };
-            let grads = (y.clone() * w).sum().backward();
-            let grad = x.grad(&grads).expect("x is tracked").into_data();
-            let to_vec = |d: TensorData| d.try_into_vec::<f32>().expect("f32");
-            (to_vec(y.inner().into_data()), to_vec(grad))
-        };
-        let ((value, grad), (want_value, want_grad)) = (run(true), run(false));
-        let worst = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max)
-        };
+        let ((value, grad), (want_value, want_grad)) = against_burn(
+            &values,
+            &weights,
+            [20, 30],
+            gelu_tensor,
+            burn::tensor::activation::gelu,
+        );
         assert!(
             worst(&value, &want_value) < 2e-6,
             "{}",
