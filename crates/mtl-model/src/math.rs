@@ -390,6 +390,11 @@ mod tests {
             .fold(0.0f32, f32::max)
     }
 
+    fn assert_close(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
+        let worst = worst(got, want);
+        assert!(worst < tolerance, "{what} differs by {worst}");
+    }
+
     #[test]
     fn softmax_tensor_matches_burns_softmax_in_value_and_gradient() {
         // Rows of 7 with masked (-1e9) entries, as attention scores over padded keys.
@@ -404,16 +409,8 @@ mod tests {
             against_burn(&values, &weights, [6, 10, 7], softmax_tensor, |x| {
                 burn::tensor::activation::softmax(x, 2)
             });
-        assert!(
-            worst(&value, &want_value) < 1e-6,
-            "{}",
-            worst(&value, &want_value)
-        );
-        assert!(
-            worst(&grad, &want_grad) < 1e-5,
-            "{}",
-            worst(&grad, &want_grad)
-        );
+        assert_close(&value, &want_value, 1e-6, "value");
+        assert_close(&grad, &want_grad, 1e-5, "gradient");
         // Masked entries: no weight, no gradient.
         for (i, (&v, &g)) in value.iter().zip(&grad).enumerate() {
             if values[i] < -1.0e8 {
@@ -444,16 +441,8 @@ mod tests {
             gelu_tensor,
             burn::tensor::activation::gelu,
         );
-        assert!(
-            worst(&value, &want_value) < 2e-6,
-            "{}",
-            worst(&value, &want_value)
-        );
-        assert!(
-            worst(&grad, &want_grad) < 1e-5,
-            "{}",
-            worst(&grad, &want_grad)
-        );
+        assert_close(&value, &want_value, 2e-6, "value");
+        assert_close(&grad, &want_grad, 1e-5, "gradient");
         // Without autodiff: the values alone.
         let plain =
             Tensor::<2>::from_data(TensorData::new(values.clone(), [20, 30]), &Device::flex());
