@@ -1,15 +1,18 @@
-//! Elementwise functions in straight-line arithmetic that the compiler vectorises, for the CPU
-//! paths that run on host memory: the packed inference path ([`crate::packed`]) and the exact
-//! GELU of training on the CPU backend ([`gelu_tensor`]).
+//! Elementwise and row functions in straight-line arithmetic that the compiler vectorises, for
+//! the CPU paths that run on host memory: the packed inference path ([`crate::packed`]) and the
+//! exact GELU and attention softmax of training on the CPU backend ([`gelu_tensor`],
+//! [`softmax_tensor`]).
 //!
 //! The C library's `expf` and `erff` are one call per element. A profile of a MiniLM training
 //! step on two CPU replicas had Burn's GELU (libm's `erff`, forward and backward) at 12% of the
 //! samples; the packed path's exponential was about a tenth of a `small` inference profile.
 //!
 //! The crate is built for baseline x86-64 (SSE2, four lanes); [`vectorized`] runs a loop as
-//! AVX2 code where the CPU has it. The packed path's GELU, softmax and LayerNorm, this GELU and
-//! the optimizer's fused update run through it: a MiniLM inference batch went from about 80 to
-//! 70 ms, its GELU from 7.6 to 3.2 ms.
+//! AVX2 code where the CPU has it. The packed path's GELU, softmax and LayerNorm, the two
+//! tensor functions here, the dropout hashes and the optimizer's fused update and deferred
+//! replay run through it: a MiniLM inference batch went from about 80 to 70 ms, its GELU from
+//! 7.6 to 3.2 ms. [`softmax_tensor`] does for the attention softmax of training what
+//! [`gelu_tensor`] does for the GELU.
 
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
