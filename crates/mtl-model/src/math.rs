@@ -223,20 +223,28 @@ pub fn softmax_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let Ok(values) = data.as_slice::<f32>() else {
         return burn::tensor::activation::softmax(x, D - 1);
     };
-    let mut probs = vec![0.0f32; values.len()];
-    let mut offset = if tracked {
-        vec![0.0f32; values.len()]
-    } else {
-        Vec::new()
-    };
     let rows = (CHUNK / width).max(1) * width;
-    let softmax_rows = |probs: &mut [f32], offset: &mut [f32], values: &[f32]| {
+    let mut probs = values.to_vec();
+    probs.par_chunks_mut(rows).for_each(|p| {
         vectorized(
             #[inline(always)]
-            || {
-                probs.copy_from_slice(values);
-                probs.chunks_exact_mut(width).for_each(softmax_in_place);
-                if !offset.is_empty() {
+            || p.chunks_exact_mut(width).for_each(softmax_in_place),
+        );
+    });
+    let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
+    if !tracked {
+        return constant(probs);
+    }
+    // c = s - s * (x - s·x), row by row.
+    let mut offset = vec![0.0f32; values.len()];
+    offset
+        .par_chunks_mut(rows)
+        .zip(probs.par_chunks(rows))
+        .zip(values.par_chunks(rows))
+        .for_each(|((offset, probs), values)| {
+            vectorized(
+                #[inline(always)]
+                || {
                     let rows = offset
                         .chunks_exact_mut(width)
                         .zip(probs.chunks_exact(width));
@@ -246,26 +254,9 @@ pub fn softmax_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
                             *c = p - p * (v - dot);
                         }
                     }
-                }
-            },
-        );
-    };
-    if tracked {
-        probs
-            .par_chunks_mut(rows)
-            .zip(offset.par_chunks_mut(rows))
-            .zip(values.par_chunks(rows))
-            .for_each(|((p, c), v)| softmax_rows(p, c, v));
-    } else {
-        probs
-            .par_chunks_mut(rows)
-            .zip(values.par_chunks(rows))
-            .for_each(|(p, v)| softmax_rows(p, &mut [], v));
-    }
-    let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
-    if !tracked {
-        return constant(probs);
-    }
+                },
+            );
+        });
     let probs = constant(probs);
     let weighted = x.clone() * probs.clone();
     (x - weighted.sum_dim(D - 1)) * probs + constant(offset)

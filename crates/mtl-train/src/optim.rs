@@ -557,7 +557,12 @@ impl HostGrads {
             .values()
             .map(|g| {
                 g.par_chunks(CHUNK)
-                    .map(|c| vectorized(|| sum_of_squares(c)))
+                    .map(|c| {
+                        vectorized(
+                            #[inline(always)]
+                            || sum_of_squares(c),
+                        )
+                    })
                     .sum::<f64>()
             })
             .sum();
