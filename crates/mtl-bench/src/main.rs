@@ -33,8 +33,9 @@ use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use mtl::data::{Encoded, Encoder, Example, MultitaskBatcher, TextEncoder};
 use mtl::model::{MultitaskConfig, MultitaskTransformer, PackedInput, PackedModel, Pooling, Task};
-use mtl::train::optim::{AdamW, AdamWConfig};
+use mtl::train::optim::{AdamW, AdamWConfig, LrScales};
 use mtl::train::sampler::Pick;
+use mtl::train::parallel::token_rows;
 use mtl::train::{DataParallel, LossWeights};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -165,6 +166,10 @@ fn time_training(
         lazy_embeddings: a.lazy_embeddings,
         ..AdamWConfig::default()
     });
+    // As the trainer: token-embedding rows updated when read (exact), and on the CPU the
+    // backward pass computes the gradient of the batch's rows only.
+    opt.defer_token_rows();
+    let cut_token_table = mtl::model::is_cpu_backend(&devices[0]);
     let mut phases: [Vec<f64>; 3] = Default::default();
     let train_steps = if a.skip_train { 0 } else { a.warmup + a.steps };
     for i in 0..train_steps {
@@ -174,9 +179,25 @@ fn time_training(
             classification: 1.0,
             ner: 1.0,
         };
-        let step = parallel.step(&model, &items, pick(i), weights, i as u64, batcher);
+        model = opt.catch_up(model, Some(&token_rows(&items, batcher.pad_id)));
+        let step = parallel.step(
+            &model,
+            &items,
+            pick(i),
+            weights,
+            i as u64,
+            batcher,
+            cut_token_table,
+        );
         let grads = t.elapsed().as_secs_f64();
-        let (next, _) = opt.step(lr, model, step.grads, None);
+        let (next, _) = opt.step_scaled(
+            lr,
+            model,
+            step.grads,
+            step.token_rows.as_deref(),
+            None,
+            &LrScales::uniform(),
+        );
         model = next;
         let total = t.elapsed().as_secs_f64();
         if i >= a.warmup {

@@ -160,6 +160,32 @@ impl MultitaskTransformer {
         self
     }
 
+    /// The model with its token-embedding table cut to the rows `rows` (distinct, in range):
+    /// row `i` of the cut table is row `rows[i]` of the whole one, held by a leaf of its own
+    /// under the table's parameter id. Fed token ids remapped to positions in `rows`, it
+    /// computes what the whole model computes, and a backward pass gives the gradient of
+    /// those rows only, `[rows.len(), d_model]`, instead of a dense table of zeros and a few
+    /// hundred written rows. `None` when the table is frozen (no gradient to cut) or a row
+    /// is out of range.
+    pub fn with_token_rows(&self, rows: &[u32]) -> Option<Self> {
+        let SharedEncoder::Transformer(encoder) = &self.encoder;
+        let table = &encoder.token_embedding.weight;
+        let [vocab, _] = table.dims();
+        if !table.is_require_grad() || rows.iter().any(|&r| r as usize >= vocab) {
+            return None;
+        }
+        let whole = table.val().inner();
+        let index = Tensor::<1, Int>::from_data(
+            burn::tensor::TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
+            &whole.device(),
+        );
+        let cut = Tensor::from_inner(whole.select(0, index)).require_grad();
+        let mut model = self.clone();
+        let SharedEncoder::Transformer(encoder) = &mut model.encoder;
+        encoder.token_embedding.weight = Param::initialized(table.id, cut);
+        Some(model)
+    }
+
     /// The configuration of this model.
     pub fn config(&self) -> &MultitaskConfig {
         &self.config

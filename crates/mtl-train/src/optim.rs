@@ -293,6 +293,8 @@ struct Hyper {
 struct Updater<'a> {
     opt: &'a mut AdamW,
     grads: Grads<'a>,
+    /// The rows a token-embedding table's gradient holds, when it holds only those.
+    token_rows: Option<&'a [u32]>,
     scales: &'a LrScales,
     lr: f64,
     clip: f64,
@@ -348,6 +350,22 @@ impl ModuleMapper for Updater<'_> {
         };
         let moments = self.opt.state.remove(&key);
         let step = self.opt.step;
+        // A gradient of some rows only: in the deferred update as it is, else made whole.
+        let rows = self.token_rows.filter(|_| embedding && token_table);
+        let grad = match (grad, rows) {
+            (Grad::Host(g), Some(rows)) if hyper.defer_rows.is_none() => {
+                Grad::Host(whole_table(&g, rows, tensor.dims()))
+            }
+            (Grad::Tensor(g), Some(rows)) => {
+                let device = g.device();
+                let g = host_values(g);
+                Grad::Tensor(Tensor::from_data(
+                    TensorData::new(whole_table(&g, rows, tensor.dims()), tensor.dims()),
+                    &device,
+                ))
+            }
+            (grad, _) => grad,
+        };
         let (p, moments) = match grad {
             Grad::Tensor(g) => tensor_update(tensor.inner(), g, moments, &hyper),
             Grad::Host(g) => {
@@ -362,12 +380,24 @@ impl ModuleMapper for Updater<'_> {
                     )),
                     _ => None,
                 };
-                host_update(tensor.inner(), g, moments, &hyper, deferred)
+                host_update(tensor.inner(), g, rows, moments, &hyper, deferred)
             }
         };
         self.opt.state.insert(key, moments);
         rewrap(id, p, mapper, tracked)
     }
+}
+
+/// The gradient of a table of `dims` whose rows `rows` are `g`, in that order, and whose
+/// other rows are zero.
+fn whole_table<const D: usize>(g: &[f32], rows: &[u32], dims: [usize; D]) -> Vec<f32> {
+    let n: usize = dims.iter().product();
+    let width = dims[D - 1].max(1);
+    let mut whole = vec![0.0; n];
+    for (&row, g) in rows.iter().zip(g.chunks(width)) {
+        whole[row as usize * width..][..width].copy_from_slice(g);
+    }
+    whole
 }
 
 /// An updated parameter value back into its `Param` (tracked again if it was).
@@ -576,10 +606,12 @@ const CHUNK: usize = 1 << 14;
 /// [`tensor_update`] as one fused pass over host memory (the CPU backend), the same
 /// arithmetic op for op in f32. With `defer` (a token-embedding table's [`Deferred`] record
 /// and the step being taken), rows whose gradient is zero are left for later and the others
-/// are first brought up to date.
+/// are first brought up to date; `g` then holds the gradient of the rows `rows` only, in
+/// that order, where given.
 fn host_update<const D: usize>(
     p: Tensor<D>,
     g: Vec<f32>,
+    rows: Option<&[u32]>,
     moments: Option<Moments>,
     h: &Hyper,
     defer: Option<(&mut Deferred, u64)>,
@@ -611,7 +643,7 @@ fn host_update<const D: usize>(
             },
         );
     };
-    debug_assert!(n == g.len() && n == m.len() && n == v.len());
+    debug_assert!(n == m.len() && n == v.len());
     if let (Some((deferred, step)), Some(width)) = (defer, h.defer_rows) {
         deferred.history.push(scalars);
         let Deferred {
@@ -620,21 +652,36 @@ fn host_update<const D: usize>(
             history,
         } = deferred;
         debug_assert_eq!(current.len() * width, n);
+        // Where each table row's gradient is in `g` (none: zero).
+        let at: Vec<u32> = match rows {
+            Some(rows) => {
+                let mut at = vec![u32::MAX; current.len()];
+                for (i, &row) in rows.iter().enumerate() {
+                    at[row as usize] = i as u32;
+                }
+                at
+            }
+            None => (0..current.len() as u32).collect(),
+        };
+        debug_assert_eq!(g.len(), rows.map_or(n, |r| r.len() * width));
         let per_task = (CHUNK / width.max(1)).max(1);
         let chunk = per_task * width;
         p.par_chunks_mut(chunk)
             .zip(m.par_chunks_mut(chunk))
             .zip(v.par_chunks_mut(chunk))
-            .zip(g.par_chunks(chunk))
+            .zip(at.par_chunks(per_task))
             .zip(current.par_chunks_mut(per_task))
-            .for_each(|((((p, m), v), g), current)| {
+            .for_each(|((((p, m), v), at), current)| {
                 let rows = p
                     .chunks_mut(width)
                     .zip(m.chunks_mut(width))
                     .zip(v.chunks_mut(width))
-                    .zip(g.chunks(width))
+                    .zip(at)
                     .zip(current);
-                for ((((p, m), v), g), current) in rows {
+                for ((((p, m), v), &at), current) in rows {
+                    let Some(g) = g.get(at as usize * width..(at as usize + 1) * width) else {
+                        continue;
+                    };
                     if g.iter().all(|&x| x == 0.0) {
                         continue;
                     }
@@ -645,6 +692,7 @@ fn host_update<const D: usize>(
             });
         return finish(p, m, v, shape, &device);
     }
+    debug_assert_eq!(n, g.len());
     // A lazy table is walked row by row, skipping rows whose gradient is all zero; anything
     // else is one run per chunk.
     let run = h.lazy_rows.unwrap_or(CHUNK).max(1);
@@ -761,29 +809,35 @@ impl AdamW {
         grads: GradientsParams,
         max_grad_norm: Option<f64>,
     ) -> (M, StepInfo) {
-        self.step_scaled(lr, module, grads, max_grad_norm, &LrScales::uniform())
+        self.step_scaled(lr, module, grads, None, max_grad_norm, &LrScales::uniform())
     }
 
     /// [`step`](Self::step) with each parameter's learning rate multiplied by its factor in
     /// `scales` (the weight decay follows the scaled rate, as in PyTorch's parameter groups).
+    /// With `token_rows`, the gradients of token-embedding tables hold those rows only, in
+    /// that order (a step on a cut table, [`crate::parallel::StepOutput::token_rows`]); the
+    /// other rows' gradient is zero.
     pub fn step_scaled<M: Module>(
         &mut self,
         lr: f64,
         module: M,
         grads: GradientsParams,
+        token_rows: Option<&[u32]>,
         max_grad_norm: Option<f64>,
         scales: &LrScales,
     ) -> (M, StepInfo) {
         let host = on_host(&module);
-        self.step_on(lr, module, grads, max_grad_norm, scales, host)
+        self.step_on(lr, module, grads, token_rows, max_grad_norm, scales, host)
     }
 
     /// [`step_scaled`](Self::step_scaled), fused on host memory or as tensor ops.
+    #[allow(clippy::too_many_arguments)]
     fn step_on<M: Module>(
         &mut self,
         lr: f64,
         module: M,
         mut grads: GradientsParams,
+        token_rows: Option<&[u32]>,
         max_grad_norm: Option<f64>,
         scales: &LrScales,
         host: bool,
@@ -800,6 +854,7 @@ impl AdamW {
         let mut updater = Updater {
             opt: self,
             grads,
+            token_rows,
             scales,
             lr,
             clip,
@@ -1088,8 +1143,8 @@ mod tests {
             let (ga, gb) = (grads(&a), grads(&b));
             // Clipping on in even steps.
             let clip = (step % 2 == 0).then_some(0.5);
-            let (na, ia) = oa.step_on(2e-3, a, ga, clip, &scales, true);
-            let (nb, ib) = ob.step_on(2e-3, b, gb, clip, &scales, false);
+            let (na, ia) = oa.step_on(2e-3, a, ga, None, clip, &scales, true);
+            let (nb, ib) = ob.step_on(2e-3, b, gb, None, clip, &scales, false);
             (a, b) = (na, nb);
             assert!(
                 (ia.grad_norm - ib.grad_norm).abs() <= 1e-5 * ib.grad_norm,
@@ -1182,7 +1237,7 @@ mod tests {
                     Tensor::<2>::from_data(TensorData::new(lin, [4, 3]), &flex),
                 );
                 let scales = LrScales::uniform();
-                (t, _) = opt.step_on(1e-2, t, g, None, &scales, host);
+                (t, _) = opt.step_on(1e-2, t, g, None, None, &scales, host);
                 after.push(values(t.emb.weight.val()));
             }
             (after, values(t.lin.weight.val()), opt)
@@ -1234,7 +1289,9 @@ mod tests {
 
     /// Deferred zero-gradient rows give the dense update to the bit: 14 steps with clipping,
     /// weight decay and a changing learning rate, sparse rows, one flush in the middle (an
-    /// epoch's end), rows caught up before each step as the trainer does.
+    /// epoch's end), rows caught up before each step as the trainer does. So does a gradient
+    /// of the batch's rows only (a cut table), deferred, on the host without deferral, and
+    /// as tensor ops.
     #[test]
     fn deferred_token_rows_equal_the_dense_update_to_the_bit() {
         let device = Device::flex().autodiff();
@@ -1253,7 +1310,8 @@ mod tests {
                     .collect()
             })
             .collect();
-        let grads = |t: &Tokens, step: usize, rows: &[u32]| {
+        // With `cut`, the table's gradient holds the batch's distinct rows only, sorted.
+        let grads = |t: &Tokens, step: usize, rows: &[u32], cut: Option<&[u32]>| {
             let flex = Device::flex();
             let mut emb = vec![0.0f32; vocab * width];
             for (k, &r) in rows.iter().enumerate().skip(1) {
@@ -1262,11 +1320,20 @@ mod tests {
                     *x += 0.05 * ((i + k + step) % 5) as f32 - 0.1;
                 }
             }
+            let table = match cut {
+                Some(cut) => Tensor::<2>::from_data(
+                    TensorData::new(
+                        cut.iter()
+                            .flat_map(|&r| emb[r as usize * width..][..width].to_vec())
+                            .collect(),
+                        [cut.len(), width],
+                    ),
+                    &flex,
+                ),
+                None => Tensor::<2>::from_data(TensorData::new(emb, [vocab, width]), &flex),
+            };
             let mut g = GradientsParams::new();
-            g.register(
-                t.token_embedding.weight.id,
-                Tensor::<2>::from_data(TensorData::new(emb, [vocab, width]), &flex),
-            );
+            g.register(t.token_embedding.weight.id, table);
             g.register(
                 t.lin.weight.id,
                 Tensor::<2>::from_data(TensorData::new(vec![0.2f32; width * 3], [width, 3]), &flex),
@@ -1278,7 +1345,7 @@ mod tests {
             ..AdamWConfig::default()
         };
         let scales = LrScales::uniform();
-        let run = |defer: bool| {
+        let run = |defer: bool, cut: bool, host: bool| {
             let mut opt = AdamW::new(config);
             if defer {
                 opt.defer_token_rows();
@@ -1289,9 +1356,13 @@ mod tests {
                 if defer {
                     t = opt.catch_up(t, Some(rows));
                 }
-                let g = grads(&t, step, rows);
+                let mut distinct = rows.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let cut = cut.then_some(distinct.as_slice());
+                let g = grads(&t, step, rows, cut);
                 let lr = 1e-2 * (1.0 + (step % 4) as f64);
-                (t, _) = opt.step_on(lr, t, g, Some(0.5), &scales, true);
+                (t, _) = opt.step_on(lr, t, g, cut, Some(0.5), &scales, host);
                 if step == 6 {
                     t = opt.catch_up(t, None);
                 }
@@ -1313,15 +1384,31 @@ mod tests {
                 stale,
             )
         };
-        let ((dense, _), (deferred, stale)) = (run(false), run(true));
+        let ((dense, _), (deferred, stale)) = (run(false, false, true), run(true, false, true));
         // Rows really were left behind between steps (most of the table, most steps).
         assert!(stale > 14 * vocab / 2, "{stale} stale rows");
+        let (cut_deferred, cut_stale) = run(true, true, true);
+        assert_eq!(cut_stale, stale);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (case, other) in [
+            ("deferred", &deferred),
+            ("cut, deferred", &cut_deferred),
+            ("cut, host", &run(false, true, true).0),
+        ] {
+            for (name, (a, b)) in ["table", "linear", "m", "v"]
+                .iter()
+                .zip(dense.iter().zip(other))
+            {
+                assert_eq!(bits(a), bits(b), "{case}: {name} differs");
+            }
+        }
+        // As tensor ops (another rounding of the same arithmetic), cut or not: the same bits.
+        let (tensor, cut_tensor) = (run(false, false, false).0, run(false, true, false).0);
         for (name, (a, b)) in ["table", "linear", "m", "v"]
             .iter()
-            .zip(dense.iter().zip(&deferred))
+            .zip(tensor.iter().zip(&cut_tensor))
         {
-            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(a), bits(b), "{name} differs");
+            assert_eq!(bits(a), bits(b), "cut, tensor ops: {name} differs");
         }
     }
 
@@ -1366,6 +1453,7 @@ mod tests {
                     1e-3,
                     module,
                     params,
+                    None,
                     Some(max_norm),
                     &LrScales::uniform(),
                     host,

@@ -35,6 +35,9 @@ pub struct StepOutput {
     /// The batch's mean loss per task (classification, NER), for the tasks the step trained
     /// and that have targets in the batch.
     pub losses: [Option<f32>; 2],
+    /// The token-embedding rows whose gradient `grads` holds, in its order, when the step
+    /// cut the table to them ([`DataParallel::step`]); `None`: the whole table's.
+    pub token_rows: Option<Vec<u32>>,
 }
 
 impl std::fmt::Debug for DataParallel {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for StepOutput {
         f.debug_struct("StepOutput")
             .field("grads", &self.grads.len())
             .field("losses", &self.losses)
+            .field("token_rows", &self.token_rows.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -90,6 +94,13 @@ impl DataParallel {
     /// Forward and backward passes of `pick` on `items` with `model` (on the main autodiff
     /// device, parameters as leaves), the losses weighted by `weights` and normalised by the
     /// targets of all `items`; dropout seeded by `seed`.
+    ///
+    /// With `cut_token_table`, the passes run on the model with its token-embedding table cut
+    /// to the rows the batch reads ([`MultitaskTransformer::with_token_rows`]) and on ids
+    /// remapped to them: the same values, but the table's gradient names only those rows
+    /// ([`StepOutput::token_rows`]), so no replica builds, and no one sums or copies, a dense
+    /// table of zeros. A frozen table is not cut.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &self,
         model: &MultitaskTransformer,
@@ -98,7 +109,31 @@ impl DataParallel {
         weights: LossWeights,
         seed: u64,
         batcher: &MultitaskBatcher,
+        cut_token_table: bool,
     ) -> StepOutput {
+        if cut_token_table {
+            let rows = token_rows(items, batcher.pad_id);
+            if let Some(cut) = model.with_token_rows(&rows) {
+                let position = |id: u32| rows.binary_search(&id).unwrap_or(0) as u32;
+                let remapped: Vec<Encoded> = items
+                    .iter()
+                    .map(|e| Encoded {
+                        ids: e.ids.iter().map(|&id| position(id)).collect(),
+                        ..(*e).clone()
+                    })
+                    .collect();
+                let refs: Vec<&Encoded> = remapped.iter().collect();
+                let batcher = MultitaskBatcher {
+                    pad_id: position(batcher.pad_id),
+                    ..*batcher
+                };
+                let out = self.step(&cut, &refs, pick, weights, seed, &batcher, false);
+                return StepOutput {
+                    token_rows: Some(rows),
+                    ..out
+                };
+            }
+        }
         let counts = target_counts(items);
         let job = Job {
             pick,
@@ -120,7 +155,11 @@ impl DataParallel {
             };
             trained.then(|| (sums[t] / counts[t].max(1) as f64) as f32)
         });
-        StepOutput { grads, losses }
+        StepOutput {
+            grads,
+            losses,
+            token_rows: None,
+        }
     }
 
     fn replicated(
@@ -174,6 +213,16 @@ pub fn step_seed(epoch_seed: u64, step: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The token-embedding rows a batch of `items` padded with `pad_id` reads: sorted, distinct.
+pub fn token_rows(items: &[&Encoded], pad_id: u32) -> Vec<u32> {
+    let mut rows: Vec<u32> = std::iter::once(pad_id)
+        .chain(items.iter().flat_map(|e| e.ids.iter().copied()))
+        .collect();
+    rows.sort_unstable();
+    rows.dedup();
+    rows
 }
 
 /// Targets in `items` that the losses average over: known sentence labels, and tagged first
@@ -252,25 +301,38 @@ impl Job<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::{ModuleVisitor, Param};
+    use burn::module::{ModuleVisitor, Param, ParamId};
     use mtl_data::IGNORE_INDEX;
-    use mtl_model::MultitaskConfig;
+    use mtl_model::{MultitaskConfig, SharedEncoder};
     use proptest::prelude::*;
 
-    /// Every gradient of `model` in `grads`, flattened in visiting order.
-    fn flat(model: &MultitaskTransformer, grads: &GradientsParams) -> Vec<f32> {
-        struct Collect<'a>(&'a GradientsParams, Vec<f32>);
+    /// Every gradient of `model` in `grads`, flattened in visiting order; the token table's
+    /// whole, where `step` holds some of its rows only.
+    fn flat(model: &MultitaskTransformer, step: &StepOutput) -> Vec<f32> {
+        struct Collect<'a>(&'a StepOutput, ParamId, Vec<f32>);
         impl ModuleVisitor for Collect<'_> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if let Some(g) = self.0.get::<D>(param.id) {
-                    self.1
-                        .extend(g.into_data().try_to_vec::<f32>().expect("f32 gradients"));
+                let Some(g) = self.0.grads.get::<D>(param.id) else {
+                    return;
+                };
+                let g = g.into_data().try_to_vec::<f32>().expect("f32 gradients");
+                match &self.0.token_rows {
+                    Some(rows) if param.id == self.1 => {
+                        let [vocab, width] = [param.dims()[0], param.dims()[D - 1]];
+                        let mut whole = vec![0.0; vocab * width];
+                        for (&r, g) in rows.iter().zip(g.chunks(width)) {
+                            whole[r as usize * width..][..width].copy_from_slice(g);
+                        }
+                        self.2.extend(whole);
+                    }
+                    _ => self.2.extend(g),
                 }
             }
         }
-        let mut c = Collect(grads, Vec::new());
+        let SharedEncoder::Transformer(encoder) = &model.encoder;
+        let mut c = Collect(step, encoder.token_embedding.weight.id, Vec::new());
         model.visit(&mut c);
-        c.1
+        c.2
     }
 
     /// Example `i`: a label on even examples only, tags on all but every third.
@@ -321,12 +383,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(12))]
         /// One step on 1..=4 replicas gives the one-device gradients and losses (within float
         /// rounding), for every task pick, any batch size (fewer examples than replicas
-        /// included) and lengths that pad each part differently.
+        /// included) and lengths that pad each part differently; with the token table cut to
+        /// the batch's rows or not (on one device, cut: the same bits).
         #[test]
         fn replicas_give_the_one_device_step(
             lengths in proptest::collection::vec(1usize..12, 1..9),
             replicas in 2usize..5,
             pick in 0usize..3,
+            cut in any::<bool>(),
         ) {
             let cpu = Device::flex();
             let m = model(&cpu);
@@ -337,15 +401,27 @@ mod tests {
             let batcher = MultitaskBatcher::new(0);
             let one = DataParallel::new(std::slice::from_ref(&cpu)).expect("one device");
             let many = DataParallel::new(&vec![cpu.clone(); replicas]).expect("replicas");
-            let a = one.step(&m, &refs, pick, weights, 11, &batcher);
-            let b = many.step(&m, &refs, pick, weights, 11, &batcher);
+            let a = one.step(&m, &refs, pick, weights, 11, &batcher, false);
+            // A model of its own, built (and the device seeded) just before the step: without
+            // the `flex` feature of mtl-model (this crate's tests alone) dropout draws from
+            // the device's generator.
+            let mc = model(&cpu);
+            let c = one.step(&mc, &refs, pick, weights, 11, &batcher, true);
+            prop_assert_eq!(c.token_rows.clone(), Some(token_rows(&refs, 0)));
+            let (fa, fc) = (flat(&m, &a), flat(&mc, &c));
+            prop_assert_eq!(fa.len(), fc.len());
+            prop_assert!(fa.iter().zip(&fc).all(|(x, y)| x.to_bits() == y.to_bits()));
+            prop_assert_eq!(a.losses, c.losses);
+            let mb = model(&cpu);
+            let b = many.step(&mb, &refs, pick, weights, 11, &batcher, cut);
+            prop_assert_eq!(b.token_rows.clone(), cut.then(|| token_rows(&refs, 0)));
             for (x, y) in a.losses.iter().zip(&b.losses) {
                 prop_assert_eq!(x.is_some(), y.is_some());
                 if let (Some(x), Some(y)) = (x, y) {
                     prop_assert!((x - y).abs() <= 1e-5 * x.abs().max(1e-3), "loss {} vs {}", x, y);
                 }
             }
-            let (ga, gb) = (flat(&m, &a.grads), flat(&m, &b.grads));
+            let (ga, gb) = (fa, flat(&mb, &b));
             prop_assert_eq!(ga.len(), gb.len());
             let scale = ga.iter().fold(0.0f32, |s, g| s.max(g.abs())).max(1e-6);
             for (i, (x, y)) in ga.iter().zip(&gb).enumerate() {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::eval::{EvalReport, evaluate};
 use crate::optim::{AdamW, AdamWConfig, LrScales, linear_warmup_decay};
-use crate::parallel::{DataParallel, step_seed};
+use crate::parallel::{DataParallel, step_seed, token_rows};
 use crate::rundir::{
     OPTIMIZER_FILE, RunDir, STATE_FILE, TrainerState, ValidationId, check_optimizer,
     write_checkpoint, write_history, write_train_config,
@@ -680,6 +680,9 @@ fn run_epochs(
     let parallel = DataParallel::new(devices)?;
     // Exact, and much cheaper on the CPU: a batch touches a few hundred of the table's rows.
     optimizer.defer_token_rows();
+    // On the CPU, where the update is deferred by rows, the backward pass computes the
+    // gradient of those rows only (elsewhere the optimizer would make it whole again).
+    let cut_token_table = mtl_model::is_cpu_backend(&device);
     // Through the plain device: parameters must be leaves when autodiff tracks them.
     let mut model = model.valid().to_device(&ad_device).train();
     if config.freeze_embeddings {
@@ -772,10 +775,7 @@ fn run_epochs(
             };
             // The token-embedding rows this batch reads, brought up to date (see
             // `AdamW::defer_token_rows`).
-            let rows: Vec<u32> = std::iter::once(batcher.pad_id)
-                .chain(items.iter().flat_map(|e| e.ids.iter().copied()))
-                .collect();
-            model = optimizer.catch_up(model, Some(&rows));
+            model = optimizer.catch_up(model, Some(&token_rows(&items, batcher.pad_id)));
             let step = parallel.step(
                 &model,
                 &items,
@@ -783,6 +783,7 @@ fn run_epochs(
                 config.loss_weights,
                 step_seed(epoch_seed, state.step),
                 &batcher,
+                cut_token_table,
             );
             match pick {
                 Pick::One(Task::Classification) => steps_per_task[0] += 1,
@@ -813,7 +814,14 @@ fn run_epochs(
             sum += total;
             n += 1;
             lr = linear_warmup_decay(config.learning_rate, state.step, warmup_steps, total_steps);
-            let (next, _) = optimizer.step_scaled(lr, model, grads, config.max_grad_norm, &scales);
+            let (next, _) = optimizer.step_scaled(
+                lr,
+                model,
+                grads,
+                step.token_rows.as_deref(),
+                config.max_grad_norm,
+                &scales,
+            );
             model = next;
             state.step += 1;
             progress.step(sum / n as f64, lr);
