@@ -350,21 +350,20 @@ impl ModuleMapper for Updater<'_> {
         };
         let moments = self.opt.state.remove(&key);
         let step = self.opt.step;
-        // A gradient of some rows only: in the deferred update as it is, else made whole.
+        // A gradient of some rows only: into the deferred update as it is, else made whole.
         let rows = self.token_rows.filter(|_| embedding && token_table);
-        let grad = match (grad, rows) {
-            (Grad::Host(g), Some(rows)) if hyper.defer_rows.is_none() => {
-                Grad::Host(whole_table(&g, rows, tensor.dims()))
+        let (grad, rows) = match (grad, rows) {
+            (Grad::Host(g), Some(rows)) if hyper.defer_rows.is_some() => {
+                (Grad::Host(g), Some(rows))
             }
+            (Grad::Host(g), Some(rows)) => (Grad::Host(whole_table(&g, rows, tensor.dims())), None),
             (Grad::Tensor(g), Some(rows)) => {
                 let device = g.device();
-                let g = host_values(g);
-                Grad::Tensor(Tensor::from_data(
-                    TensorData::new(whole_table(&g, rows, tensor.dims()), tensor.dims()),
-                    &device,
-                ))
+                let whole = whole_table(&host_values(g), rows, tensor.dims());
+                let g = Tensor::from_data(TensorData::new(whole, tensor.dims()), &device);
+                (Grad::Tensor(g), None)
             }
-            (grad, _) => grad,
+            (grad, _) => (grad, None),
         };
         let (p, moments) = match grad {
             Grad::Tensor(g) => tensor_update(tensor.inner(), g, moments, &hyper),
@@ -607,7 +606,7 @@ const CHUNK: usize = 1 << 14;
 /// arithmetic op for op in f32. With `defer` (a token-embedding table's [`Deferred`] record
 /// and the step being taken), rows whose gradient is zero are left for later and the others
 /// are first brought up to date; `g` then holds the gradient of the rows `rows` only, in
-/// that order, where given.
+/// that order, where given (without `defer`, `rows` must be `None`).
 fn host_update<const D: usize>(
     p: Tensor<D>,
     g: Vec<f32>,
@@ -652,10 +651,11 @@ fn host_update<const D: usize>(
             history,
         } = deferred;
         debug_assert_eq!(current.len() * width, n);
-        // Where each table row's gradient is in `g` (none: zero).
+        // Where each table row's gradient is in `g` (`ZERO`: not there, zero).
+        const ZERO: u32 = u32::MAX;
         let at: Vec<u32> = match rows {
             Some(rows) => {
-                let mut at = vec![u32::MAX; current.len()];
+                let mut at = vec![ZERO; current.len()];
                 for (i, &row) in rows.iter().enumerate() {
                     at[row as usize] = i as u32;
                 }
@@ -679,9 +679,10 @@ fn host_update<const D: usize>(
                     .zip(at)
                     .zip(current);
                 for ((((p, m), v), &at), current) in rows {
-                    let Some(g) = g.get(at as usize * width..(at as usize + 1) * width) else {
+                    if at == ZERO {
                         continue;
-                    };
+                    }
+                    let g = &g[at as usize * width..][..width];
                     if g.iter().all(|&x| x == 0.0) {
                         continue;
                     }
@@ -692,7 +693,7 @@ fn host_update<const D: usize>(
             });
         return finish(p, m, v, shape, &device);
     }
-    debug_assert_eq!(n, g.len());
+    debug_assert!(rows.is_none() && n == g.len());
     // A lazy table is walked row by row, skipping rows whose gradient is all zero; anything
     // else is one run per chunk.
     let run = h.lazy_rows.unwrap_or(CHUNK).max(1);

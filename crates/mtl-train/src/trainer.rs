@@ -682,7 +682,7 @@ fn run_epochs(
     optimizer.defer_token_rows();
     // On the CPU, where the update is deferred by rows, the backward pass computes the
     // gradient of those rows only (elsewhere the optimizer would make it whole again).
-    let cut_token_table = mtl_model::is_cpu_backend(&device);
+    let cut_token_table = mtl_model::is_cpu_backend(device);
     // Through the plain device: parameters must be leaves when autodiff tracks them.
     let mut model = model.valid().to_device(&ad_device).train();
     if config.freeze_embeddings {
