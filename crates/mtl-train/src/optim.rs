@@ -389,7 +389,7 @@ impl ModuleMapper for Updater<'_> {
 
 /// The gradient of a table of `dims` whose rows `rows` are `g`, in that order, and whose
 /// other rows are zero.
-fn whole_table<const D: usize>(g: &[f32], rows: &[u32], dims: [usize; D]) -> Vec<f32> {
+pub(crate) fn whole_table<const D: usize>(g: &[f32], rows: &[u32], dims: [usize; D]) -> Vec<f32> {
     let n: usize = dims.iter().product();
     let width = dims[D - 1].max(1);
     let mut whole = vec![0.0; n];

@@ -334,6 +334,7 @@ impl Job<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::whole_table;
     use burn::module::{ModuleVisitor, Param, ParamId};
     use mtl_data::IGNORE_INDEX;
     use mtl_model::{MultitaskConfig, SharedEncoder};
@@ -351,12 +352,7 @@ mod tests {
                 let g = g.into_data().try_to_vec::<f32>().expect("f32 gradients");
                 match &self.0.token_rows {
                     Some(rows) if param.id == self.1 => {
-                        let [vocab, width] = [param.dims()[0], param.dims()[D - 1]];
-                        let mut whole = vec![0.0; vocab * width];
-                        for (&r, g) in rows.iter().zip(g.chunks(width)) {
-                            whole[r as usize * width..][..width].copy_from_slice(g);
-                        }
-                        self.2.extend(whole);
+                        self.2.extend(whole_table(&g, rows, param.dims()));
                     }
                     _ => self.2.extend(g),
                 }
