@@ -438,8 +438,10 @@ mod tests {
             let c = one.step(&mc, &refs, pick, weights, 11, &batcher, true);
             prop_assert_eq!(c.token_rows.clone(), Some(token_rows(&refs, 0)));
             let (fa, fc) = (flat(&m, &a), flat(&mc, &c));
+            // Repeated ids may sum in another order: within rounding, not always bit for bit.
             prop_assert_eq!(fa.len(), fc.len());
-            prop_assert!(fa.iter().zip(&fc).all(|(x, y)| x.to_bits() == y.to_bits()));
+            let top = fa.iter().fold(0.0f32, |s, g| s.max(g.abs())).max(1e-6);
+            prop_assert!(fa.iter().zip(&fc).all(|(x, y)| (x - y).abs() <= 1e-6 * top));
             prop_assert_eq!(a.losses, c.losses);
             let mb = model(&cpu);
             let b = many.step(&mb, &refs, pick, weights, 11, &batcher, cut);
