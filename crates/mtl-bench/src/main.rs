@@ -313,6 +313,7 @@ fn round(x: f64, digits: i32) -> f64 {
 
 fn main() -> Result<()> {
     mtl::alloc::keep_freed_memory();
+    mtl::model::denormals::flush_to_zero();
     let a = parse_args()?;
     if let Some(dir) = &a.pretrained {
         return pretrained(&a, dir);

@@ -294,6 +294,7 @@ struct ScoreArgs {
 
 fn main() -> ExitCode {
     mtl::alloc::keep_freed_memory();
+    mtl::model::denormals::flush_to_zero();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => commands::train(a),

@@ -23,6 +23,7 @@
 
 pub mod chars;
 pub mod config;
+pub mod denormals;
 pub mod dropout;
 pub mod encoder;
 pub mod error;

@@ -132,9 +132,11 @@ pub(crate) fn run(
         };
         let (name, worker_ready, worker_metrics) =
             (model.name.clone(), ready.clone(), metrics.clone());
+        let denormals = mtl::model::denormals::inherit();
         let worker = std::thread::Builder::new()
             .name(format!("batch-{}", model.name))
             .spawn(move || {
+                denormals(0);
                 warm_up(&name, &engine);
                 worker_ready.store(true, Ordering::Release);
                 run_worker(&engine, &rx, &batch_limits, &worker_metrics);

@@ -71,7 +71,12 @@ impl DataParallel {
             let threads = (rayon::current_num_threads() / devices.len()).max(1);
             devices
                 .iter()
-                .map(|_| rayon::ThreadPoolBuilder::new().num_threads(threads).build())
+                .map(|_| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .start_handler(mtl_model::denormals::inherit())
+                        .build()
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::Option {
                     option: "devices",
