@@ -207,7 +207,7 @@ fn print_history(history: &History) {
 }
 
 fn main() -> Result<()> {
-    // Denormal floats read and written as zero on this thread and Rayon's pool: on Intel CPUs
+    // Denormal results written as zero on this thread and Rayon's pool: on Intel CPUs
     // training over denormals runs at half the rate or less (`mtl::model::denormals`).
     mtl::model::denormals::flush_to_zero();
     // The seed's hyper-parameters, scaled to a CPU demo (the seed: 10 epochs, lr 2e-5,

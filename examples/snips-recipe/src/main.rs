@@ -91,7 +91,7 @@ impl Args {
 }
 
 fn main() -> Result<()> {
-    // Denormal floats read and written as zero on this thread and Rayon's pool: on Intel CPUs
+    // Denormal results written as zero on this thread and Rayon's pool: on Intel CPUs
     // training over denormals runs at half the rate or less (`mtl::model::denormals`).
     mtl::model::denormals::flush_to_zero();
     let args = Args::parse()?;
