@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mtl::burn::module::Module;
+use mtl::burn::tensor::Device;
 use mtl::data::{
     Encoder, Example, Format, NO_TAG, ReadOptions, ReadReport, TOKENIZER_FILE, TextEncoder,
     WordVocab, WordVocabConfig, read_examples, read_splits,
@@ -349,7 +350,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     metrics.insert("model".into(), json!(out.join(BEST_DIR)));
     for (name, examples) in [("valid", &data.valid), ("test", &data.test)] {
         if let Some(examples) = examples {
-            let options = PredictOptions::new(batch).with_engine(engine_arg("auto", &args.device)?);
+            let options = PredictOptions::new(batch).with_engine(InferenceEngine::auto(&device));
             let (report, _) = evaluate_with(&model, &encoder, examples, &options, &device)?;
             let mut split = eval_json(&report);
             if let Some(object) = split.as_object_mut() {
@@ -423,7 +424,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     let options = PredictOptions::new(args.batch_size)
         .with_decoding(decoding_arg(&args.decoding)?)
-        .with_engine(engine_arg(&args.engine, &args.device)?);
+        .with_engine(engine_arg(&args.engine, &device)?);
     let (predictions, losses) =
         predict_encoded(&model, &encoder, &examples, &encoded, &options, &device)?;
     let report = score_predictions(&examples, &predictions, losses)?;
@@ -444,11 +445,12 @@ fn decoding_arg(name: &str) -> Result<TagDecoding> {
     Ok(name.parse::<TagDecoding>()?)
 }
 
-/// `--engine`: `auto` is the packed path on the CPU device and the Burn model elsewhere.
-pub(crate) fn engine_arg(name: &str, device: &str) -> Result<InferenceEngine> {
+/// `--engine`: `auto` is the packed path on the CPU device and the Burn model elsewhere
+/// ([`InferenceEngine::auto`]).
+pub(crate) fn engine_arg(name: &str, device: &Device) -> Result<InferenceEngine> {
     match name {
-        "auto" if device::is_cpu(device) => Ok(InferenceEngine::Packed),
-        "auto" | "burn" => Ok(InferenceEngine::Burn),
+        "auto" => Ok(InferenceEngine::auto(device)),
+        "burn" => Ok(InferenceEngine::Burn),
         "packed" => Ok(InferenceEngine::Packed),
         other => bail!("unknown --engine {other:?}: expected auto, packed or burn"),
     }
@@ -480,11 +482,7 @@ fn write_conll(path: &Path, examples: &[Example], predictions: &[Prediction]) ->
 pub fn predict(args: PredictArgs) -> Result<()> {
     let device = device::parse(&args.device)?;
     let (model, encoder) = inputs::load_model(&args.model, &device)?;
-    let predictor = Predictor::new(
-        model.valid(),
-        engine_arg(&args.engine, &args.device)?,
-        &device,
-    );
+    let predictor = Predictor::new(model.valid(), engine_arg(&args.engine, &device)?, &device);
     let options = PredictOptions::new(args.batch_size)
         .with_top_k(args.top_k as usize)
         .with_decoding(decoding_arg(&args.decoding)?);

@@ -72,7 +72,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         key => key,
     };
     let device = device::parse(&args.device)?;
-    let engine = engine_arg(&args.engine, &args.device)?;
+    let engine = engine_arg(&args.engine, &device)?;
     let mut models = Vec::with_capacity(args.models.len());
     for arg in &args.models {
         let (name, dir) = model_arg(arg)?;

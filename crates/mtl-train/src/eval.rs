@@ -79,6 +79,18 @@ pub enum InferenceEngine {
     Packed,
 }
 
+impl InferenceEngine {
+    /// The engine for a model on `device`: the packed path on the CPU backend (the faster
+    /// one there), the Burn model elsewhere (`--engine auto`).
+    pub fn auto(device: &Device) -> Self {
+        if mtl_model::is_cpu_backend(device) {
+            Self::Packed
+        } else {
+            Self::Burn
+        }
+    }
+}
+
 impl PredictOptions {
     /// Default options with `batch_size`.
     pub fn new(batch_size: usize) -> Self {

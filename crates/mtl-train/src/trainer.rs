@@ -16,7 +16,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::eval::{EvalReport, evaluate};
+use crate::eval::{EvalReport, InferenceEngine, PredictOptions, evaluate_with};
 use crate::optim::{AdamW, AdamWConfig, LrScales, linear_warmup_decay};
 use crate::parallel::{DataParallel, step_seed, token_rows};
 use crate::rundir::{
@@ -829,9 +829,13 @@ fn run_epochs(
 
         model = optimizer.catch_up(model, None);
         let eval_model = model.valid();
+        // The engine `mtl eval` picks, so the score that chooses the best epoch is the one
+        // the run's model is later evaluated with (on the CPU, the faster packed path).
         let report = match valid {
             Some(v) if !v.is_empty() => {
-                Some(evaluate(&eval_model, encoder, v, config.eval_batch_size, device)?.0)
+                let options = PredictOptions::new(config.eval_batch_size)
+                    .with_engine(InferenceEngine::auto(device));
+                Some(evaluate_with(&eval_model, encoder, v, &options, device)?.0)
             }
             _ => None,
         };

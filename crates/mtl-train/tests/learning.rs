@@ -604,6 +604,8 @@ fn a_model_directory_whose_files_disagree_is_refused() {
 
 /// `InferenceEngine::Packed` gives the Burn model's predictions: same labels and tags, same
 /// probabilities and losses up to float rounding, on a trained model with character features.
+/// Training on the CPU scores its epochs with the engine `--engine auto` picks there, the
+/// packed one: the last epoch's validation losses are its figures to the bit.
 #[test]
 fn packed_inference_predicts_as_the_burn_model() {
     let _guard = serial();
@@ -626,16 +628,32 @@ fn packed_inference_predicts_as_the_burn_model() {
         kernel_size: 3,
     }));
     let model = MultitaskTransformer::new(&model_config, &device).expect("valid config");
+    let train_config = config(SamplingStrategy::Joint, 3);
     let out = fit(
         model,
         &encoder,
         &data.examples,
-        None,
-        &config(SamplingStrategy::Joint, 3),
+        Some(&data.examples),
+        &train_config,
         None,
         std::slice::from_ref(&device),
     )
     .expect("trains");
+    assert_eq!(InferenceEngine::auto(&device), InferenceEngine::Packed);
+    let options = PredictOptions::new(train_config.eval_batch_size);
+    let (_, auto_losses) = predict(
+        &out.model,
+        &encoder,
+        &data.examples,
+        &options.with_engine(InferenceEngine::auto(&device)),
+        &device,
+    )
+    .expect("predicts");
+    let last = out.history.epochs.last().expect("three epochs");
+    assert_eq!(
+        (last.valid_loss_classification, last.valid_loss_ner),
+        (auto_losses.classification, auto_losses.ner)
+    );
     let run = |engine: InferenceEngine| {
         let options = PredictOptions::new(5).with_top_k(3).with_engine(engine);
         predict(&out.model, &encoder, &data.examples, &options, &device).expect("predicts")
