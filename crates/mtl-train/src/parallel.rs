@@ -174,23 +174,11 @@ impl DataParallel {
         items: &[&Encoded],
     ) -> (GradientsParams, [f64; 2]) {
         let main = &self.devices[0];
-        let results: Vec<(GradientsParams, [f64; 2])> = std::thread::scope(|scope| {
-            let handles: Vec<_> = split_by_tokens(items, self.devices.len())
-                .into_iter()
-                .zip(&self.devices)
-                .zip(&self.pools)
-                .map(|((part, device), pool)| {
-                    let replica = model.clone().fork(device);
-                    let chunk = &items[part.clone()];
-                    scope.spawn(move || {
-                        pool.install(|| job.run(&replica, chunk, part.start, device))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
+        let parts = split_by_tokens(items, self.devices.len());
+        let results = on_each_pool(&self.pools[..parts.len()], &|k| {
+            let (part, device) = (parts[k].clone(), &self.devices[k]);
+            let replica = model.clone().fork(device);
+            job.run(&replica, &items[part.clone()], part.start, device)
         });
         let mut sums = [0.0; 2];
         let mut accumulator = GradientsAccumulator::<MultitaskTransformer>::new();
@@ -201,6 +189,30 @@ impl DataParallel {
         }
         (accumulator.grads(), sums)
     }
+}
+
+/// `f(k)` for every pool `k` of `pools`, run on that pool's threads, all at once; the results
+/// in order. No thread is started: every pool but the last takes its call as a job, and the
+/// calling thread hands the last pool its call and waits.
+fn on_each_pool<T: Send>(pools: &[rayon::ThreadPool], f: &(dyn Fn(usize) -> T + Sync)) -> Vec<T> {
+    fn go<T: Send>(
+        pools: &[rayon::ThreadPool],
+        first: usize,
+        f: &(dyn Fn(usize) -> T + Sync),
+        out: &mut [Option<T>],
+    ) {
+        match (pools.split_first(), out.split_first_mut()) {
+            (Some((pool, [])), Some((slot, _))) => *slot = Some(pool.install(|| f(first))),
+            (Some((pool, others)), Some((slot, rest))) => pool.in_place_scope(|scope| {
+                scope.spawn(|_| *slot = Some(f(first)));
+                go(others, first + 1, f, rest);
+            }),
+            _ => {}
+        }
+    }
+    let mut out: Vec<Option<T>> = pools.iter().map(|_| None).collect();
+    go(pools, 0, f, &mut out);
+    out.into_iter().flatten().collect()
 }
 
 /// `items` cut into at most `parts` contiguous parts, none empty, of about equal token counts
