@@ -259,7 +259,7 @@ impl LrScales {
 /// (the CPU backend, see [`HostGrads`]).
 enum Grads<'a> {
     Tensors(&'a mut GradientsParams),
-    Host(HashMap<ParamId, Vec<f32>>),
+    Host(HashMap<ParamId, TensorData>),
 }
 
 /// One parameter's gradient, taken out of [`Grads`] (a value of the moment, never stored:
@@ -267,7 +267,7 @@ enum Grads<'a> {
 #[allow(clippy::large_enum_variant)]
 enum Grad<const D: usize> {
     Tensor(Tensor<D>),
-    Host(Vec<f32>),
+    Host(TensorData),
 }
 
 /// The scalars of one parameter's AdamW update.
@@ -356,7 +356,10 @@ impl ModuleMapper for Updater<'_> {
             (Grad::Host(g), Some(rows)) if hyper.defer_rows.is_some() => {
                 (Grad::Host(g), Some(rows))
             }
-            (Grad::Host(g), Some(rows)) => (Grad::Host(whole_table(&g, rows, tensor.dims())), None),
+            (Grad::Host(g), Some(rows)) => {
+                let whole = whole_table(host_slice(&g), rows, tensor.dims());
+                (Grad::Host(TensorData::new(whole, tensor.dims())), None)
+            }
             (Grad::Tensor(g), Some(rows)) => {
                 let device = g.device();
                 let whole = whole_table(&host_values(g), rows, tensor.dims());
@@ -379,7 +382,14 @@ impl ModuleMapper for Updater<'_> {
                     )),
                     _ => None,
                 };
-                host_update(tensor.inner(), g, rows, moments, &hyper, deferred)
+                host_update(
+                    tensor.inner(),
+                    host_slice(&g),
+                    rows,
+                    moments,
+                    &hyper,
+                    deferred,
+                )
             }
         };
         self.opt.state.insert(key, moments);
@@ -567,6 +577,26 @@ fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("a float tensor reads back as f32")
 }
 
+/// A tensor's values in host memory, read in place where they are `f32`s (a tensor holding
+/// its buffer alone is not copied; [`host_values`] would copy one that a Burn op made, whose
+/// buffer is aligned for any element type, to a `Vec<f32>`).
+fn host_data<const D: usize>(t: Tensor<D>) -> TensorData {
+    let data = t.into_data();
+    if data.as_slice::<f32>().is_ok() {
+        return data;
+    }
+    let shape = data.shape().clone();
+    let values = data
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor reads back as f32");
+    TensorData::new(values, shape)
+}
+
+/// The `f32`s of data made by [`host_data`].
+fn host_slice(data: &TensorData) -> &[f32] {
+    data.as_slice().expect("host data holds f32s")
+}
+
 /// The gradients on the host, by parameter, and their global norm.
 struct HostGrads;
 
@@ -574,15 +604,15 @@ impl HostGrads {
     fn take<M: Module>(
         module: &M,
         mut grads: GradientsParams,
-    ) -> (HashMap<ParamId, Vec<f32>>, f64) {
+    ) -> (HashMap<ParamId, TensorData>, f64) {
         struct Take<'a> {
             grads: &'a mut GradientsParams,
-            out: HashMap<ParamId, Vec<f32>>,
+            out: HashMap<ParamId, TensorData>,
         }
         impl ModuleVisitor for Take<'_> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
                 if let Some(g) = self.grads.remove::<D>(param.id) {
-                    self.out.insert(param.id, host_values(g));
+                    self.out.insert(param.id, host_data(g));
                 }
             }
         }
@@ -595,7 +625,8 @@ impl HostGrads {
             .out
             .values()
             .map(|g| {
-                g.par_chunks(CHUNK)
+                host_slice(g)
+                    .par_chunks(CHUNK)
                     .map(|c| {
                         vectorized(
                             #[inline(always)]
@@ -619,7 +650,7 @@ const CHUNK: usize = 1 << 14;
 /// that order, where given (without `defer`, `rows` must be `None`).
 fn host_update<const D: usize>(
     p: Tensor<D>,
-    g: Vec<f32>,
+    g: &[f32],
     rows: Option<&[u32]>,
     moments: Option<Moments>,
     h: &Hyper,
@@ -898,16 +929,11 @@ impl AdamW {
         }
         let mut keys: Vec<&String> = self.state.keys().collect();
         keys.sort();
-        let mut data: Vec<u8> = Vec::new();
-        let mut entries = Vec::new();
-        for key in keys {
-            let s = &self.state[key];
-            let m = s.m.clone().into_data().convert::<f32>();
-            let v = s.v.clone().into_data().convert::<f32>();
-            entries.push((key.as_str(), m.num_elements()));
-            data.extend_from_slice(m.as_bytes());
-            data.extend_from_slice(v.as_bytes());
-        }
+        let entries: Vec<(&str, usize)> = keys
+            .iter()
+            .map(|k| (k.as_str(), self.state[*k].m.shape().num_elements()))
+            .collect();
+        let values: usize = entries.iter().map(|(_, n)| 2 * n).sum();
         let header = serde_json::to_vec(&Header {
             config: self.config,
             step: self.step,
@@ -917,10 +943,18 @@ impl AdamW {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let mut out = b"MTLADAMW1\n".to_vec();
+        // The file built in one buffer of its final size: the moments are read out once each
+        // (Burn copies a tensor it shares) and copied once into place.
+        let mut out = Vec::with_capacity(10 + 8 + header.len() + 4 * values);
+        out.extend_from_slice(b"MTLADAMW1\n");
         out.extend_from_slice(&(header.len() as u64).to_le_bytes());
         out.extend_from_slice(&header);
-        out.extend_from_slice(&data);
+        for key in keys {
+            let s = &self.state[key];
+            for moment in [&s.m, &s.v] {
+                out.extend_from_slice(moment.clone().into_data().convert::<f32>().as_bytes());
+            }
+        }
         mtl_model::write_atomic(path, &out).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
