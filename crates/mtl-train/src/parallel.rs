@@ -575,6 +575,23 @@ mod tests {
     }
 
     #[test]
+    fn each_call_runs_on_its_own_pool_in_order() {
+        let pools: Vec<rayon::ThreadPool> = (1..=3)
+            .map(|threads| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a pool")
+            })
+            .collect();
+        // Pool k has k + 1 threads: what each call sees tells which pool ran it.
+        let seen = on_each_pool(&pools, &|k| (k, rayon::current_num_threads()));
+        assert_eq!(seen, vec![(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(on_each_pool(&pools[..1], &|k| k * 10), vec![0]);
+        assert!(on_each_pool(&[], &|k| k).is_empty());
+    }
+
+    #[test]
     fn token_split_balances_tokens_not_examples() {
         let items: Vec<Encoded> = [10, 10, 10, 30, 2, 2, 2, 2]
             .iter()
