@@ -566,13 +566,8 @@ pub(crate) fn write_checkpoint(
         swap_in_dir(&dir.join(BEST_DIR), |d| save_model_dir(model, encoder, d))?;
     }
     swap_in_dir(&dir.join(LAST_DIR), |d| {
-        // Two files at once: the model, and the optimizer state (the largest).
-        let (saved, state_saved) = rayon::join(
-            || save_model_dir(model, encoder, d),
-            || optimizer.save(&d.join(OPTIMIZER_FILE)),
-        );
-        saved?;
-        state_saved?;
+        save_model_dir(model, encoder, d)?;
+        optimizer.save(&d.join(OPTIMIZER_FILE))?;
         let path = d.join(STATE_FILE);
         write_atomic(&path, &state.to_json(&path)?).map_err(io(&path))
     })?;
