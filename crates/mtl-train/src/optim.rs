@@ -566,7 +566,7 @@ fn on_host<M: Module>(module: &M) -> bool {
 /// are done; on a thread of the pool a one-chunk loop runs in place, and a longer one shares
 /// its chunks with the other threads (the SNIPS recipe's AdamW steps: 0.52 -> 0.36 s an
 /// epoch, 0.71 -> 0.50 s of CPU time).
-pub(crate) fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 

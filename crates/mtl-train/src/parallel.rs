@@ -15,7 +15,6 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy_sum, token_cross_entropy_sum};
-use crate::optim::on_worker;
 use crate::sampler::Pick;
 use crate::trainer::LossWeights;
 
@@ -183,13 +182,13 @@ impl DataParallel {
             job.run(&replica, &items[part.clone()], part.start, device)
         });
         let mut sums = [0.0; 2];
-        let mut parts = Vec::with_capacity(results.len());
+        let mut part_grads = Vec::with_capacity(results.len());
         for (grads, part_sums) in results {
-            parts.push(grads.to_device(main, model));
+            part_grads.push(grads.to_device(main, model));
             sums[0] += part_sums[0];
             sums[1] += part_sums[1];
         }
-        (sum_gradients(model, parts), sums)
+        (sum_gradients(model, part_grads), sums)
     }
 }
 
@@ -216,20 +215,6 @@ fn sum_gradients(model: &MultitaskTransformer, parts: Vec<GradientsParams>) -> G
             }
         }
     }
-    /// Moves every group's sums into `into`.
-    struct Gather<'a> {
-        sums: Vec<GradientsParams>,
-        into: &'a mut GradientsParams,
-    }
-    impl ModuleVisitor for Gather<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            for sum in &mut self.sums {
-                if let Some(g) = sum.remove::<D>(param.id) {
-                    self.into.register(param.id, g);
-                }
-            }
-        }
-    }
     let count = parts.len();
     let mut groups: Vec<Vec<GradientsParams>> = (0..rayon::current_num_threads().max(1))
         .map(|_| (0..count).map(|_| GradientsParams::new()).collect())
@@ -239,24 +224,16 @@ fn sum_gradients(model: &MultitaskTransformer, parts: Vec<GradientsParams>) -> G
         groups: &mut groups,
         index: 0,
     });
-    let sums = on_worker(|| {
-        groups
-            .into_par_iter()
-            .map(|group| {
-                let mut accumulator = GradientsAccumulator::<MultitaskTransformer>::new();
-                for grads in group {
-                    accumulator.accumulate(model, grads);
-                }
-                accumulator.grads()
-            })
-            .collect()
-    });
-    let mut out = GradientsParams::new();
-    model.visit(&mut Gather {
-        sums,
-        into: &mut out,
-    });
-    out
+    let sum = |parts: Vec<GradientsParams>| {
+        let mut accumulator = GradientsAccumulator::<MultitaskTransformer>::new();
+        for grads in parts {
+            accumulator.accumulate(model, grads);
+        }
+        accumulator.grads()
+    };
+    let sums: Vec<GradientsParams> = groups.into_par_iter().map(sum).collect();
+    // The groups hold different parameters: summing them only moves each into place.
+    sum(sums)
 }
 
 /// `f(k)` for every pool `k` of `pools`, run on that pool's threads, all at once; the results
