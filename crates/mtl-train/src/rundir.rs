@@ -28,6 +28,7 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
@@ -378,6 +379,12 @@ impl RunDir {
         &self.path
     }
 
+    /// Whether this run replaces an earlier one that [`commit`](Self::commit) has not yet
+    /// swapped out.
+    pub fn replacing(&self) -> bool {
+        self.staging.is_some()
+    }
+
     /// Swaps a replacing run in for the earlier one (nothing to do otherwise). The earlier run
     /// is renamed aside, the new one into place, and the earlier one deleted.
     ///
@@ -552,7 +559,7 @@ pub(crate) fn write_history(dir: &Path, history: &History) -> Result<()> {
 
 /// Writes one epoch's checkpoint: `best/` (when the epoch is the best so far), then `last/`
 /// with the optimizer and trainer state, then `history.jsonl`.
-pub(crate) fn write_checkpoint(
+fn write_checkpoint(
     dir: &Path,
     model: &MultitaskTransformer,
     encoder: &Encoder,
@@ -572,6 +579,77 @@ pub(crate) fn write_checkpoint(
         write_atomic(&path, &state.to_json(&path)?).map_err(io(&path))
     })?;
     write_history(dir, &state.history)
+}
+
+/// Writes epoch checkpoints ([`write_checkpoint`]) on a thread of their own, so that training
+/// goes on while the files are serialised, written and synced (on the SNIPS recipe 0.17 s an
+/// epoch, with less than one core busy, that training spent waiting). One checkpoint at a
+/// time: the next waits for the one before. A failed write surfaces at the next training
+/// step ([`check`](Self::check)), the next checkpoint, or the end of training
+/// ([`wait`](Self::wait)). Dropped with a write in flight (training failed meanwhile), it
+/// waits for the write, so a failed run still keeps its last checkpoint.
+///
+/// The checkpoint holds the model and the optimizer as they were: their tensors are shared
+/// until the next steps replace them, not copied.
+#[derive(Debug, Default)]
+pub(crate) struct CheckpointWriter {
+    pending: Option<JoinHandle<Result<()>>>,
+}
+
+impl CheckpointWriter {
+    /// Starts writing a checkpoint into `dir` once the one in flight is written.
+    pub(crate) fn start(
+        &mut self,
+        dir: &Path,
+        model: MultitaskTransformer,
+        encoder: Encoder,
+        optimizer: AdamW,
+        state: TrainerState,
+        best: bool,
+    ) -> Result<()> {
+        self.wait()?;
+        let last = dir.join(LAST_DIR);
+        let dir = dir.to_path_buf();
+        let write = move || write_checkpoint(&dir, &model, &encoder, &optimizer, &state, best);
+        let handle = std::thread::Builder::new()
+            .name("mtl-checkpoint".into())
+            .spawn(write)
+            .map_err(io(&last))?;
+        self.pending = Some(handle);
+        Ok(())
+    }
+
+    /// The error of a write that has ended, if it failed; a write in flight is left to go on.
+    pub(crate) fn check(&mut self) -> Result<()> {
+        if self.pending.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.wait()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits for the write in flight, if any: its error if it failed (a panic in it goes on
+    /// in the caller).
+    pub(crate) fn wait(&mut self) -> Result<()> {
+        match self.pending.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        if let Some(handle) = self.pending.take() {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("the last checkpoint was not written: {e}"),
+                Err(_) => eprintln!("the last checkpoint was not written: its writer panicked"),
+            }
+        }
+    }
 }
 
 /// Saves a model with its encoder (tokenizer and label maps) into `dir`.
@@ -813,6 +891,85 @@ mod tests {
         // Killed after the first rename of a swap of a directory with only `.old`.
         fs::rename(&dir, &old).map_err(io(&dir))?;
         assert_eq!(read(&checkpoint_dir(&dir)), "three");
+        fs::remove_dir_all(&base).map_err(io(&base))
+    }
+
+    /// A checkpoint written in the background is complete once waited for, also when the
+    /// writer is dropped with the write in flight; a write that fails is an error of the
+    /// writer's next call, naming the path, not a silent loss.
+    #[test]
+    fn a_background_checkpoint_is_written_whole_or_its_error_surfaces() -> Result<()> {
+        let base = temp("writer");
+        let data = crate::MultitaskDataset::new(
+            &["fly to paris", "call mom"],
+            &[Some("travel"), Some("phone")],
+            &[Some(vec!["O", "O", "B-city"]), Some(vec!["O", "B-who"])],
+        )?;
+        let encoder = data.build_encoder(16)?;
+        let device = Device::flex();
+        let config = mtl_model::MultitaskConfig::new(
+            encoder.text.vocab_size(),
+            encoder.labels.len(),
+            encoder.tags.len(),
+        )
+        .with_d_model(8)
+        .with_nhead(2)
+        .with_num_encoder_layers(1)
+        .with_dim_feedforward(16)
+        .with_max_seq_length(16);
+        let model = MultitaskTransformer::new(&config, &device)?;
+        let state = TrainerState {
+            epochs_done: 0,
+            step: 3,
+            best_score: None,
+            best_epoch: None,
+            bad_epochs: 0,
+            history: History::default(),
+            config: TrainConfig::default(),
+            validation: None,
+        };
+        let start = |writer: &mut CheckpointWriter, dir: &Path| {
+            writer.start(
+                dir,
+                model.clone(),
+                encoder.clone(),
+                AdamW::new(Default::default()),
+                state.clone(),
+                true,
+            )
+        };
+        let mut writer = CheckpointWriter::default();
+        start(&mut writer, &base)?;
+        writer.wait()?;
+        let point = resume_point(&base)?;
+        assert_eq!((point.epochs_done, point.step), (0, 3));
+        let (saved, _) = load_model_dir(&base.join(BEST_DIR), &device)?;
+        assert!(
+            saved.to_bytes()? == model.to_bytes()?,
+            "best/ holds other weights"
+        );
+
+        // Dropped while writing into a fresh directory: the drop waits for the files.
+        let dropped = base.join("dropped");
+        fs::create_dir_all(&dropped).map_err(io(&dropped))?;
+        let mut writer = CheckpointWriter::default();
+        start(&mut writer, &dropped)?;
+        drop(writer);
+        assert_eq!(resume_point(&dropped)?.step, 3);
+
+        // A file where the run directory should be: the write fails, and says where.
+        let blocked = base.join("blocked");
+        fs::write(&blocked, b"not a directory").map_err(io(&blocked))?;
+        let mut writer = CheckpointWriter::default();
+        start(&mut writer, &blocked)?;
+        let err = writer.wait().expect_err("cannot write under a file");
+        assert!(
+            matches!(&err, Error::Io { path, .. } if path.starts_with(&blocked)),
+            "{err}"
+        );
+        // The next checkpoint, after a failed one, is written as if nothing had happened.
+        start(&mut writer, &base)?;
+        assert!(writer.wait().is_ok() && writer.check().is_ok());
         fs::remove_dir_all(&base).map_err(io(&base))
     }
 

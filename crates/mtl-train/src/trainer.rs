@@ -20,8 +20,8 @@ use crate::eval::{EvalReport, InferenceEngine, PredictOptions, evaluate_with};
 use crate::optim::{AdamW, AdamWConfig, LrScales, linear_warmup_decay};
 use crate::parallel::{DataParallel, step_seed, token_rows};
 use crate::rundir::{
-    OPTIMIZER_FILE, RunDir, STATE_FILE, TrainerState, ValidationId, check_optimizer,
-    write_checkpoint, write_history, write_train_config,
+    CheckpointWriter, OPTIMIZER_FILE, RunDir, STATE_FILE, TrainerState, ValidationId,
+    check_optimizer, write_history, write_train_config,
 };
 use crate::sampler::{Pick, SamplingStrategy, TaskSampler};
 
@@ -725,6 +725,7 @@ fn run_epochs(
         (r * total_steps as f64).round() as u64
     });
     let mut stopped_early = false;
+    let mut checkpoints = CheckpointWriter::default();
 
     let last_epoch = stop_after.map_or(epochs, |s| s.min(epochs));
     for epoch in state.epochs_done + 1..=last_epoch {
@@ -753,6 +754,7 @@ fn run_epochs(
         let mut lr =
             linear_warmup_decay(config.learning_rate, state.step, warmup_steps, total_steps);
         for indices in plan {
+            checkpoints.check()?;
             let items: Vec<&Encoded> = indices.iter().map(|&i| &encoded[i]).collect();
             let available = [
                 items.iter().any(|e| e.has_label && e.label_target >= 0),
@@ -887,16 +889,19 @@ fn run_epochs(
         state.epochs_done = epoch;
         state.history.epochs.push(record);
         if let Some(run) = run.as_deref_mut() {
-            write_checkpoint(
+            checkpoints.start(
                 run.path(),
-                &eval_model,
-                encoder,
-                &optimizer,
-                &state,
+                eval_model,
+                encoder.clone(),
+                optimizer.clone(),
+                state.clone(),
                 improved,
             )?;
             // An earlier run in its place is replaced only now that this one has a model.
-            run.commit()?;
+            if run.replacing() {
+                checkpoints.wait()?;
+                run.commit()?;
+            }
         }
         if let Some(patience) = config.patience
             && state.bad_epochs >= patience
@@ -907,6 +912,7 @@ fn run_epochs(
             break;
         }
     }
+    checkpoints.wait()?;
     Ok(TrainOutcome {
         model: model.valid(),
         history: state.history,
