@@ -193,7 +193,7 @@ fn time_training(
         let (next, _) = opt.step_scaled(
             lr,
             model,
-            step.grads,
+            step.parts,
             step.token_rows.as_deref(),
             None,
             &LrScales::uniform(),

@@ -57,17 +57,24 @@ impl MultitaskTransformer {
 
     /// Saves the model into `dir` (created if needed) as `config.json` + `model.bpk`.
     pub fn save_dir(&self, dir: &Path) -> Result<()> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
         let weights = dir.join(WEIGHTS_FILE);
-        let bytes = self.to_bytes().map_err(|e| match e {
+        let saved = self.serialize().map_err(|e| match e {
             Error::Weights { message, .. } => Error::Weights {
                 path: weights.clone(),
                 message,
             },
             other => other,
         })?;
-        write_atomic(&weights, &bytes).map_err(io_err(&weights))?;
-        save_config(&self.config, dir)
+        saved.save_dir(dir)
+    }
+
+    /// The model as [`save_dir`](Self::save_dir) writes it, in memory: what is saved can be
+    /// made in one place (a training loop) and written in another (a thread of its own).
+    pub fn serialize(&self) -> Result<SavedModel> {
+        Ok(SavedModel {
+            config: self.config.clone(),
+            weights: self.to_bytes()?,
+        })
     }
 
     /// Loads a model saved by [`save_dir`](Self::save_dir) onto `device`.
@@ -110,6 +117,24 @@ impl MultitaskTransformer {
                 })?
                 .map_err(weights_err)?;
         self.try_load_record(record).map_err(weights_err)
+    }
+}
+
+/// A model serialised by [`MultitaskTransformer::serialize`]: its configuration and burnpack
+/// weights.
+#[derive(Debug)]
+pub struct SavedModel {
+    config: MultitaskConfig,
+    weights: Bytes,
+}
+
+impl SavedModel {
+    /// Writes the model directory [`MultitaskTransformer::save_dir`] writes.
+    pub fn save_dir(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let weights = dir.join(WEIGHTS_FILE);
+        write_atomic(&weights, &self.weights).map_err(io_err(&weights))?;
+        save_config(&self.config, dir)
     }
 }
 

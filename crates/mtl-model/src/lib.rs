@@ -40,7 +40,7 @@ pub use config::{
 pub use encoder::{EncoderLayer, Packing, TransformerEncoder, sinusoidal_table};
 pub use error::{ConfigError, Error, Result};
 pub use hf::{HfConfig, ImportReport, PretrainedError, PretrainedOrigin};
-pub use io::{load_config, save_config, write_atomic};
+pub use io::{SavedModel, load_config, save_config, write_atomic};
 pub use model::{MultitaskOutput, MultitaskTransformer, SharedEncoder, Task, TaskLogits};
 pub use packed::{PackedInput, PackedModel, PackedOutput};
 

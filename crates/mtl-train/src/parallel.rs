@@ -1,17 +1,16 @@
 //! Data-parallel training steps: a batch cut into one part per device, each part's forward
 //! and backward pass on its own thread with the model forked to its device, the gradients
-//! summed on the main device. As burn-train's multi-device strategy, on any backend; losses
+//! moved to the main device, where the optimizer sums them. As burn-train's multi-device strategy, on any backend; losses
 //! are normalised by the whole batch's target counts (the NER loss is a mean over the real
 //! tags of the whole batch, not of each part), so a step on N replicas equals a step on one
 //! device up to float rounding. Dropout masks follow examples ([`mtl_model::dropout::seeded`]),
 //! so they too are the same however the batch is cut.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use mtl_data::{Encoded, MultitaskBatcher};
 use mtl_model::{MultitaskTransformer, Task};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy_sum, token_cross_entropy_sum};
@@ -31,12 +30,14 @@ pub struct DataParallel {
 
 /// The outcome of one step's forward and backward passes.
 pub struct StepOutput {
-    /// Gradients of the whole batch's loss, on the main device.
-    pub grads: GradientsParams,
+    /// Gradients of the whole batch's loss, on the main device, as the parts whose sum they
+    /// are (one per replica; the optimizer adds them, [`crate::optim::AdamW::step_scaled`],
+    /// on the CPU in the pass that takes their norm).
+    pub parts: Vec<GradientsParams>,
     /// The batch's mean loss per task (classification, NER), for the tasks the step trained
     /// and that have targets in the batch.
     pub losses: [Option<f32>; 2],
-    /// The token-embedding rows whose gradient `grads` holds, in its order, when the step
+    /// The token-embedding rows whose gradient `parts` hold, in their order, when the step
     /// cut the table to them ([`DataParallel::step`]); `None`: the whole table's.
     pub token_rows: Option<Vec<u32>>,
 }
@@ -52,7 +53,7 @@ impl std::fmt::Debug for DataParallel {
 impl std::fmt::Debug for StepOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StepOutput")
-            .field("grads", &self.grads.len())
+            .field("parts", &self.parts.len())
             .field("losses", &self.losses)
             .field("token_rows", &self.token_rows.as_ref().map(Vec::len))
             .finish()
@@ -149,8 +150,9 @@ impl DataParallel {
             batcher,
         };
         let main = &self.devices[0];
-        let (grads, sums) = if self.devices.len() == 1 {
-            job.run(model, items, 0, main)
+        let (parts, sums) = if self.devices.len() == 1 {
+            let (grads, sums) = job.run(model, items, 0, main);
+            (vec![grads], sums)
         } else {
             self.replicated(&job, model, items)
         };
@@ -162,7 +164,7 @@ impl DataParallel {
             trained.then(|| (sums[t] / counts[t].max(1) as f64) as f32)
         });
         StepOutput {
-            grads,
+            parts,
             losses,
             token_rows: None,
         }
@@ -173,7 +175,7 @@ impl DataParallel {
         job: &Job,
         model: &MultitaskTransformer,
         items: &[&Encoded],
-    ) -> (GradientsParams, [f64; 2]) {
+    ) -> (Vec<GradientsParams>, [f64; 2]) {
         let main = &self.devices[0];
         let parts = split_by_tokens(items, self.devices.len());
         let results = on_each_pool(&self.pools[..parts.len()], &|k| {
@@ -188,52 +190,8 @@ impl DataParallel {
             sums[0] += part_sums[0];
             sums[1] += part_sums[1];
         }
-        (sum_gradients(model, part_grads), sums)
+        (part_grads, sums)
     }
-}
-
-/// The sum of `parts`, gradients of `model`'s parameters on one device, added in order as
-/// Burn's [`GradientsAccumulator`] adds them. The parameters are dealt into one group per
-/// thread of Rayon's pool and the groups summed at once (one thread summing them all took
-/// 2% of a SNIPS epoch with the other core idle).
-fn sum_gradients(model: &MultitaskTransformer, parts: Vec<GradientsParams>) -> GradientsParams {
-    /// Moves the parts' gradients of the `index`-th parameter visited into group
-    /// `index % groups.len()`.
-    struct Deal<'a> {
-        parts: Vec<GradientsParams>,
-        groups: &'a mut [Vec<GradientsParams>],
-        index: usize,
-    }
-    impl ModuleVisitor for Deal<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let group = &mut self.groups[self.index % self.groups.len()];
-            self.index += 1;
-            for (part, dealt) in self.parts.iter_mut().zip(group.iter_mut()) {
-                if let Some(g) = part.remove::<D>(param.id) {
-                    dealt.register(param.id, g);
-                }
-            }
-        }
-    }
-    let count = parts.len();
-    let mut groups: Vec<Vec<GradientsParams>> = (0..rayon::current_num_threads().max(1))
-        .map(|_| (0..count).map(|_| GradientsParams::new()).collect())
-        .collect();
-    model.visit(&mut Deal {
-        parts,
-        groups: &mut groups,
-        index: 0,
-    });
-    let sum = |parts: Vec<GradientsParams>| {
-        let mut accumulator = GradientsAccumulator::<MultitaskTransformer>::new();
-        for grads in parts {
-            accumulator.accumulate(model, grads);
-        }
-        accumulator.grads()
-    };
-    let sums: Vec<GradientsParams> = groups.into_par_iter().map(sum).collect();
-    // The groups hold different parameters: summing them only moves each into place.
-    sum(sums)
 }
 
 /// `f(k)` for every pool `k` of `pools`, run on that pool's threads, all at once; the results
@@ -396,34 +354,35 @@ impl Job<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::whole_table;
+    use crate::optim::{sum_gradients, whole_table};
     use burn::module::{ModuleVisitor, Param, ParamId};
     use mtl_data::IGNORE_INDEX;
     use mtl_model::{MultitaskConfig, SharedEncoder};
     use proptest::prelude::*;
 
-    /// Every gradient of `model` in `grads`, flattened in visiting order; the token table's
+    /// Every gradient of `model` in `step` (its parts summed), flattened in visiting order; the token table's
     /// whole, where `step` holds some of its rows only.
-    fn flat(model: &MultitaskTransformer, step: &StepOutput) -> Vec<f32> {
-        struct Collect<'a>(&'a StepOutput, ParamId, Vec<f32>);
+    fn flat(model: &MultitaskTransformer, step: &mut StepOutput) -> Vec<f32> {
+        struct Collect<'a>(&'a StepOutput, GradientsParams, ParamId, Vec<f32>);
         impl ModuleVisitor for Collect<'_> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let Some(g) = self.0.grads.get::<D>(param.id) else {
+                let Some(g) = self.1.get::<D>(param.id) else {
                     return;
                 };
                 let g = g.into_data().try_to_vec::<f32>().expect("f32 gradients");
                 match &self.0.token_rows {
-                    Some(rows) if param.id == self.1 => {
-                        self.2.extend(whole_table(&g, rows, param.dims()));
+                    Some(rows) if param.id == self.2 => {
+                        self.3.extend(whole_table(&g, rows, param.dims()));
                     }
-                    _ => self.2.extend(g),
+                    _ => self.3.extend(g),
                 }
             }
         }
         let SharedEncoder::Transformer(encoder) = &model.encoder;
-        let mut c = Collect(step, encoder.token_embedding.weight.id, Vec::new());
+        let grads = sum_gradients(model, std::mem::take(&mut step.parts));
+        let mut c = Collect(step, grads, encoder.token_embedding.weight.id, Vec::new());
         model.visit(&mut c);
-        c.2
+        c.3
     }
 
     /// Example `i`: a label on even examples only, tags on all but every third.
@@ -494,14 +453,14 @@ mod tests {
             let batcher = MultitaskBatcher::new(0);
             let one = DataParallel::new(std::slice::from_ref(&cpu)).expect("one device");
             let many = DataParallel::new(&vec![cpu.clone(); replicas]).expect("replicas");
-            let a = one.step(&m, &refs, pick, weights, 11, &batcher, false);
-            let c = one.step(&m, &refs, pick, weights, 11, &batcher, true);
+            let mut a = one.step(&m, &refs, pick, weights, 11, &batcher, false);
+            let mut c = one.step(&m, &refs, pick, weights, 11, &batcher, true);
             prop_assert_eq!(c.token_rows.clone(), Some(token_rows(&refs, 0)));
-            let (fa, fc) = (flat(&m, &a), flat(&m, &c));
+            let (fa, fc) = (flat(&m, &mut a), flat(&m, &mut c));
             prop_assert_eq!(fa.len(), fc.len());
             prop_assert!(fa.iter().zip(&fc).all(|(x, y)| x.to_bits() == y.to_bits()));
             prop_assert_eq!(a.losses, c.losses);
-            let b = many.step(&m, &refs, pick, weights, 11, &batcher, cut);
+            let mut b = many.step(&m, &refs, pick, weights, 11, &batcher, cut);
             prop_assert_eq!(b.token_rows.clone(), cut.then(|| token_rows(&refs, 0)));
             for (x, y) in a.losses.iter().zip(&b.losses) {
                 prop_assert_eq!(x.is_some(), y.is_some());
@@ -509,7 +468,7 @@ mod tests {
                     prop_assert!((x - y).abs() <= 1e-5 * x.abs().max(1e-3), "loss {} vs {}", x, y);
                 }
             }
-            let (ga, gb) = (fa, flat(&m, &b));
+            let (ga, gb) = (fa, flat(&m, &mut b));
             prop_assert_eq!(ga.len(), gb.len());
             let scale = ga.iter().fold(0.0f32, |s, g| s.max(g.abs())).max(1e-6);
             for (i, (x, y)) in ga.iter().zip(&gb).enumerate() {

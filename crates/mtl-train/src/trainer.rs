@@ -794,7 +794,7 @@ fn run_epochs(
             }
             let w = config.loss_weights;
             let parts = step.losses;
-            let grads = step.grads;
+            let grads = step.parts;
             for (i, part) in parts.iter().enumerate() {
                 if let Some(v) = part {
                     if !v.is_finite() {
@@ -891,10 +891,10 @@ fn run_epochs(
         if let Some(run) = run.as_deref_mut() {
             checkpoints.start(
                 run.path(),
-                eval_model,
-                encoder.clone(),
-                optimizer.clone(),
-                state.clone(),
+                &eval_model,
+                encoder,
+                &optimizer,
+                &state,
                 improved,
             )?;
             // An earlier run in its place is replaced only now that this one has a model.
