@@ -567,11 +567,7 @@ fn write_checkpoint(
     state: &TrainerState,
     best: bool,
 ) -> Result<()> {
-    let save_model = |d: &Path| -> Result<()> {
-        model.save_dir(d)?;
-        encoder.save(d)?;
-        Ok(())
-    };
+    let save_model = |d: &Path| write_model_dir(model, encoder, d);
     // `best/` before `last/`: the trainer state in `last/` is what a resume believes, so it
     // must never name a best checkpoint that a kill kept from being written.
     if best {
@@ -661,6 +657,11 @@ impl Drop for CheckpointWriter {
 
 /// Saves a model with its encoder (tokenizer and label maps) into `dir`.
 pub fn save_model_dir(model: &MultitaskTransformer, encoder: &Encoder, dir: &Path) -> Result<()> {
+    write_model_dir(&model.serialize()?, encoder, dir)
+}
+
+/// [`save_model_dir`] of a model serialised beforehand.
+fn write_model_dir(model: &SavedModel, encoder: &Encoder, dir: &Path) -> Result<()> {
     model.save_dir(dir)?;
     encoder.save(dir)?;
     Ok(())
